@@ -12,5 +12,9 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod hex;
 pub mod limits;
+mod names;
 pub mod npk;
+pub mod permissions;
+pub mod version;

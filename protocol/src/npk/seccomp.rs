@@ -64,7 +64,7 @@ pub struct Program<'a> {
 impl<'a> Program<'a> {
     /// Checks that `bytes` is a whole number of instructions within the kernel's limit.
     pub fn new(bytes: &'a [u8]) -> Result<Program<'a>, ProgramError> {
-        if bytes.len() % INSTRUCTION_LEN != 0 {
+        if !bytes.len().is_multiple_of(INSTRUCTION_LEN) {
             return Err(ProgramError::PartialInstruction);
         }
         if bytes.len() / INSTRUCTION_LEN > MAX_SECCOMP_INSTRUCTIONS {
@@ -104,7 +104,12 @@ mod tests {
 
     #[test]
     fn instruction_round_trip() {
-        let i = Instruction { code: 0x15, jt: 1, jf: 200, k: 0xdead_beef };
+        let i = Instruction {
+            code: 0x15,
+            jt: 1,
+            jf: 200,
+            k: 0xdead_beef,
+        };
         assert_eq!(Instruction::decode(&i.encode()), i);
         assert_eq!(i.encode(), [0x15, 0, 1, 200, 0xef, 0xbe, 0xad, 0xde]);
     }
