@@ -144,7 +144,12 @@ fn manifest_decoder_survives_random_input() {
 fn header_decoder_survives_random_input() {
     let good = sample_header();
     let keys = [PublicKey([7; 32])];
-    assert!(UnverifiedHeader::new(&good).unwrap().accept_unsigned().is_ok());
+    assert!(
+        UnverifiedHeader::new(&good)
+            .unwrap()
+            .accept_unsigned()
+            .is_ok()
+    );
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     for _ in 0..ROUNDS {
         let input = mutate(&mut rng, &good);

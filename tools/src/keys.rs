@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ed25519_compact::{KeyPair, Seed};
-use nanostar_protocol::npk::keys::{PUBLIC_KEY_PREFIX, PublicKey, SECRET_KEY_PREFIX, parse_key_file};
+use nanostar_protocol::npk::keys::{
+    PUBLIC_KEY_PREFIX, PublicKey, SECRET_KEY_PREFIX, parse_key_file,
+};
 
 /// Writes `<stem>.key` (mode 0600) and `<stem>.pub` for a new random key pair; refuses to
 /// overwrite either. Returns both paths.
@@ -17,13 +19,24 @@ pub fn generate(stem: &Path) -> Result<(PathBuf, PathBuf)> {
     let public_path = stem.with_extension("pub");
     for p in [&secret_path, &public_path] {
         if p.exists() {
-            bail!("{} exists; keygen never overwrites a key: choose another name or remove it first", p.display());
+            bail!(
+                "{} exists; keygen never overwrites a key: choose another name or remove it first",
+                p.display()
+            );
         }
     }
     let pair = KeyPair::from_seed(Seed::generate());
     let seed = pair.sk.seed();
-    write_new(&secret_path, 0o600, format!("{SECRET_KEY_PREFIX}{}\n", hex(seed.as_ref())).as_bytes())?;
-    write_new(&public_path, 0o644, format!("{PUBLIC_KEY_PREFIX}{}\n", hex(pair.pk.as_ref())).as_bytes())?;
+    write_new(
+        &secret_path,
+        0o600,
+        format!("{SECRET_KEY_PREFIX}{}\n", hex(seed.as_ref())).as_bytes(),
+    )?;
+    write_new(
+        &public_path,
+        0o644,
+        format!("{PUBLIC_KEY_PREFIX}{}\n", hex(pair.pk.as_ref())).as_bytes(),
+    )?;
     Ok((secret_path, public_path))
 }
 
@@ -34,23 +47,33 @@ fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", path.display()))
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Reads a secret key file: ours, or a raw 32-byte seed (Northstar's `.key`).
 pub fn read_secret(path: &Path) -> Result<KeyPair> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read secret key {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read secret key {}", path.display()))?;
     let seed = parse_key_file(&bytes, SECRET_KEY_PREFIX).map_err(|_| {
-        anyhow::anyhow!("{} is not a secret key: expected `npk keygen` output or a raw 32-byte seed", path.display())
+        anyhow::anyhow!(
+            "{} is not a secret key: expected `npk keygen` output or a raw 32-byte seed",
+            path.display()
+        )
     })?;
     Ok(KeyPair::from_seed(Seed::new(seed)))
 }
 
 /// Reads a public key file: ours, or a raw 32-byte key (Northstar's `.pub`).
 pub fn read_public(path: &Path) -> Result<PublicKey> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read public key {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read public key {}", path.display()))?;
     PublicKey::from_file_bytes(&bytes).map_err(|_| {
-        anyhow::anyhow!("{} is not a public key: expected `npk keygen` output (.pub) or a raw 32-byte key", path.display())
+        anyhow::anyhow!(
+            "{} is not a public key: expected `npk keygen` output (.pub) or a raw 32-byte key",
+            path.display()
+        )
     })
 }
 
@@ -69,7 +92,10 @@ mod tests {
         let stem = dir.path().join("dev");
         let (sk, pk) = generate(&stem).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let pair = read_secret(&sk).unwrap();
         assert_eq!(read_public(&pk).unwrap().0, *pair.pk);
         let e = generate(&stem).unwrap_err().to_string();
@@ -82,6 +108,11 @@ mod tests {
         std::fs::write(&raw_pk, pair.pk.as_ref()).unwrap();
         assert_eq!(read_public(&raw_pk).unwrap().0, *pair.pk);
         std::fs::write(&raw_pk, b"garbage").unwrap();
-        assert!(read_public(&raw_pk).unwrap_err().to_string().contains("not a public key"));
+        assert!(
+            read_public(&raw_pk)
+                .unwrap_err()
+                .to_string()
+                .contains("not a public key")
+        );
     }
 }

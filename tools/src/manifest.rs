@@ -11,9 +11,9 @@ use heapless::Vec as BVec;
 use nanostar_protocol::limits::*;
 use nanostar_protocol::npk::capabilities::{CAPABILITY_NAMES, Capabilities};
 use nanostar_protocol::npk::manifest::{
-    self as pm, ArgRule, Autostart, Cgroups, CpuMax, EnvVar, Field, Io, Manifest, ManifestError, Mount, MountFlags,
-    MountKind, Network, Output, Problem, RestartMode, RestartPolicy, Rlimit, RlimitResource, Seccomp, SeccompProfile,
-    SyscallRule,
+    self as pm, ArgRule, Autostart, Cgroups, CpuMax, EnvVar, Field, Io, Manifest, ManifestError,
+    Mount, MountFlags, MountKind, Network, Output, Problem, RestartMode, RestartPolicy, Rlimit,
+    RlimitResource, Seccomp, SeccompProfile, SyscallRule,
 };
 use nanostar_protocol::permissions::{PERMISSION_NAMES, Permissions};
 use nanostar_protocol::version::{Version, VersionReq};
@@ -239,17 +239,24 @@ impl Size {
             Size::Bytes(b) => return Ok(*b),
             Size::Text(t) => t.trim(),
         };
-        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let digits_end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, suffix) = text.split_at(digits_end);
         let shift = match suffix.trim() {
             "" | "B" => 0,
             "K" | "KiB" | "k" => 10,
             "M" | "MiB" => 20,
             "G" | "GiB" => 30,
-            _ => bail!("{key}: `{text}` is not a size; write bytes as a number or with K, M or G (binary units), e.g. \"8M\""),
+            _ => bail!(
+                "{key}: `{text}` is not a size; write bytes as a number or with K, M or G (binary units), e.g. \"8M\""
+            ),
         };
-        let n: u64 = number.parse().with_context(|| format!("{key}: `{text}` does not start with a number"))?;
-        n.checked_mul(1 << shift).with_context(|| format!("{key}: `{text}` is too large"))
+        let n: u64 = number
+            .parse()
+            .with_context(|| format!("{key}: `{text}` does not start with a number"))?;
+        n.checked_mul(1 << shift)
+            .with_context(|| format!("{key}: `{text}` is too large"))
     }
 }
 
@@ -262,8 +269,14 @@ pub struct SourceManifest {
 impl SourceManifest {
     /// Parses TOML text; syntax and type errors name the line and the key.
     pub fn parse(text: &str) -> Result<SourceManifest> {
-        let file: ManifestFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
-        let custom_text = file.custom.as_ref().map(toml::to_string).transpose().context("custom: cannot be written back as TOML")?;
+        let file: ManifestFile =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let custom_text = file
+            .custom
+            .as_ref()
+            .map(toml::to_string)
+            .transpose()
+            .context("custom: cannot be written back as TOML")?;
         let source = SourceManifest { file, custom_text };
         source.manifest()?;
         Ok(source)
@@ -271,31 +284,45 @@ impl SourceManifest {
 
     /// Reads and parses a manifest file.
     pub fn read(path: &std::path::Path) -> Result<SourceManifest> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read manifest {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read manifest {}", path.display()))?;
         SourceManifest::parse(&text).with_context(|| format!("invalid manifest {}", path.display()))
     }
 
     /// Lowers to the protocol manifest and validates it; errors name the TOML key.
     pub fn manifest(&self) -> Result<Manifest<'_>> {
         let m = lower(&self.file, self.custom_text.as_deref())?;
-        m.validate().map_err(|e| anyhow::anyhow!("{}", Explained { error: e, manifest: &m }))?;
+        m.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                Explained {
+                    error: e,
+                    manifest: &m
+                }
+            )
+        })?;
         Ok(m)
     }
 }
 
 /// Pushes into a bounded list, or names the key and its limit.
 fn push<T, const N: usize>(list: &mut BVec<T, N>, item: T, key: &str) -> Result<()> {
-    list.push(item).map_err(|_| anyhow::anyhow!("{key}: more than {N} entries; the device accepts at most {N}"))
+    list.push(item).map_err(|_| {
+        anyhow::anyhow!("{key}: more than {N} entries; the device accepts at most {N}")
+    })
 }
 
 fn version(text: &str, key: &str) -> Result<Version> {
-    Version::parse(text).map_err(|_| anyhow::anyhow!("{key}: `{text}` is not a version; write MAJOR.MINOR.PATCH, e.g. \"1.0.0\""))
+    Version::parse(text).map_err(|_| {
+        anyhow::anyhow!("{key}: `{text}` is not a version; write MAJOR.MINOR.PATCH, e.g. \"1.0.0\"")
+    })
 }
 
 fn flags(options: &[String], key: &str) -> Result<MountFlags> {
     options.iter().try_fold(MountFlags::default(), |acc, name| {
-        let flag = MountFlags::from_name(name)
-            .with_context(|| format!("{key}.options: unknown option `{name}`; use rw, nosuid, nodev, noexec or rec"))?;
+        let flag = MountFlags::from_name(name).with_context(|| {
+            format!("{key}.options: unknown option `{name}`; use rw, nosuid, nodev, noexec or rec")
+        })?;
         Ok(acc.union(flag))
     })
 }
@@ -327,7 +354,10 @@ fn lower<'a>(f: &'a ManifestFile, custom: Option<&'a str>) -> Result<Manifest<'a
         capabilities: lower_capabilities(&f.capabilities)?,
         rlimits: BVec::new(),
         seccomp: f.seccomp.as_ref().map(lower_seccomp).transpose()?,
-        io: Io { stdout: lower_output(&f.io.stdout), stderr: lower_output(&f.io.stderr) },
+        io: Io {
+            stdout: lower_output(&f.io.stdout),
+            stderr: lower_output(&f.io.stderr),
+        },
         console: lower_console(f.console.as_ref())?,
         custom,
     };
@@ -342,13 +372,31 @@ fn lower<'a>(f: &'a ManifestFile, custom: Option<&'a str>) -> Result<Manifest<'a
     }
     for (target, mount) in &f.mounts {
         let key = format!("mounts.\"{target}\"");
-        push(&mut m.mounts, Mount { target, kind: lower_mount(mount, &key)? }, "mounts")?;
+        push(
+            &mut m.mounts,
+            Mount {
+                target,
+                kind: lower_mount(mount, &key)?,
+            },
+            "mounts",
+        )?;
     }
     for (name, limit) in &f.rlimits {
         let resource = RlimitResource::from_name(name).with_context(|| {
-            format!("rlimits.{name}: unknown resource; use one of {}", RlimitResource::NAMES.join(", "))
+            format!(
+                "rlimits.{name}: unknown resource; use one of {}",
+                RlimitResource::NAMES.join(", ")
+            )
         })?;
-        push(&mut m.rlimits, Rlimit { resource, soft: limit.soft, hard: limit.hard }, "rlimits")?;
+        push(
+            &mut m.rlimits,
+            Rlimit {
+                resource,
+                soft: limit.soft,
+                hard: limit.hard,
+            },
+            "rlimits",
+        )?;
     }
     Ok(m)
 }
@@ -389,10 +437,21 @@ fn lower_restart(r: Option<&RestartFile>) -> RestartPolicy {
 
 fn lower_cgroups(c: &CgroupsFile) -> Result<Cgroups> {
     Ok(Cgroups {
-        memory_max: c.memory_max.as_ref().map(|s| s.bytes("cgroups.memory_max")).transpose()?,
-        memory_high: c.memory_high.as_ref().map(|s| s.bytes("cgroups.memory_high")).transpose()?,
+        memory_max: c
+            .memory_max
+            .as_ref()
+            .map(|s| s.bytes("cgroups.memory_max"))
+            .transpose()?,
+        memory_high: c
+            .memory_high
+            .as_ref()
+            .map(|s| s.bytes("cgroups.memory_high"))
+            .transpose()?,
         pids_max: c.pids_max,
-        cpu_max: c.cpu_max.as_ref().map(|c| CpuMax { quota_us: c.quota_us, period_us: c.period_us }),
+        cpu_max: c.cpu_max.as_ref().map(|c| CpuMax {
+            quota_us: c.quota_us,
+            period_us: c.period_us,
+        }),
         cpu_weight: c.cpu_weight,
     })
 }
@@ -437,7 +496,11 @@ fn lower_arg_rule(r: &ArgRuleFile, key: &str) -> Result<ArgRule> {
     for v in &r.values {
         push(&mut values, *v, &format!("{key}.values"))?;
     }
-    Ok(ArgRule { index: r.index, values, mask: r.mask })
+    Ok(ArgRule {
+        index: r.index,
+        values,
+        mask: r.mask,
+    })
 }
 
 fn lower_output(o: &OutputFile) -> Output {
@@ -453,8 +516,12 @@ fn lower_console(c: Option<&ConsoleFile>) -> Result<Permissions> {
         None => Ok(Permissions::NONE),
         Some(ConsoleFile::Full(FullKeyword::Full)) => Ok(Permissions::ALL),
         Some(ConsoleFile::List(names)) => names.iter().try_fold(Permissions::NONE, |acc, name| {
-            let p = Permissions::from_name(name)
-                .with_context(|| format!("console: unknown permission `{name}`; use \"full\" or some of {}", PERMISSION_NAMES.join(", ")))?;
+            let p = Permissions::from_name(name).with_context(|| {
+                format!(
+                    "console: unknown permission `{name}`; use \"full\" or some of {}",
+                    PERMISSION_NAMES.join(", ")
+                )
+            })?;
             Ok(acc.union(p))
         }),
     }

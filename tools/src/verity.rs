@@ -37,7 +37,10 @@ pub fn build(image: &[u8], salt: &[u8]) -> Option<HashTree> {
     let layout = Layout::new((image.len() / block) as u64)?;
     let mut bytes = vec![0u8; layout.total_bytes() as usize];
     // Digests of the level below, starting with the data blocks.
-    let mut below: Vec<[u8; DIGEST_LEN]> = image.chunks_exact(block).map(|b| hash_block(salt, b)).collect();
+    let mut below: Vec<[u8; DIGEST_LEN]> = image
+        .chunks_exact(block)
+        .map(|b| hash_block(salt, b))
+        .collect();
     for level in 0..layout.levels() {
         let start = layout.level_start(level) as usize * block;
         let len = layout.level_blocks(level) as usize * block;
@@ -45,11 +48,18 @@ pub fn build(image: &[u8], salt: &[u8]) -> Option<HashTree> {
         for (slot, digest) in region.chunks_exact_mut(DIGEST_LEN).zip(&below) {
             slot.copy_from_slice(digest);
         }
-        below = region.chunks_exact(block).map(|b| hash_block(salt, b)).collect();
+        below = region
+            .chunks_exact(block)
+            .map(|b| hash_block(salt, b))
+            .collect();
     }
     // `below` is now the digest of the top block (or of the single data block).
     let root_hash = *below.first()?;
-    Some(HashTree { bytes, root_hash, layout })
+    Some(HashTree {
+        bytes,
+        root_hash,
+        layout,
+    })
 }
 
 #[cfg(test)]
@@ -75,7 +85,10 @@ mod tests {
         assert_eq!(&t.bytes[32..64], &hash_block(&salt, &t.bytes[8192..12288]));
         assert!(t.bytes[64..4096].iter().all(|&b| b == 0));
         // Level 0 holds the digests of the data blocks.
-        assert_eq!(&t.bytes[4096 + 32 * 5..4096 + 32 * 6], &hash_block(&salt, &image[5 * 4096..6 * 4096]));
+        assert_eq!(
+            &t.bytes[4096 + 32 * 5..4096 + 32 * 6],
+            &hash_block(&salt, &image[5 * 4096..6 * 4096])
+        );
         assert_eq!(t.root_hash, hash_block(&salt, &t.bytes[..4096]));
         assert!(build(&image[..100], &salt).is_none() && build(&[], &salt).is_none());
     }

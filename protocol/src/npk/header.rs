@@ -343,13 +343,14 @@ pub struct UnverifiedHeader<'a> {
 impl<'a> UnverifiedHeader<'a> {
     /// Takes the first [`HEADER_LEN`] bytes of `bytes` and checks magic and version.
     pub fn new(bytes: &'a [u8]) -> Result<UnverifiedHeader<'a>, HeaderError> {
+        // Magic first, so a short file of another kind is "not an NPK", not "truncated".
+        if bytes.iter().zip(MAGIC.iter()).any(|(a, b)| a != b) {
+            return Err(HeaderError::Magic);
+        }
         let bytes: &[u8; HEADER_LEN] = bytes
             .get(..HEADER_LEN)
             .and_then(|b| b.try_into().ok())
             .ok_or(HeaderError::Truncated)?;
-        if bytes[..8] != MAGIC {
-            return Err(HeaderError::Magic);
-        }
         let version = u16_at(bytes, OFF_VERSION);
         if version != FORMAT_VERSION {
             return Err(HeaderError::Version(version));

@@ -3,7 +3,8 @@
 //! manifest.
 
 use nanostar_protocol::npk::manifest::{
-    self as pm, Autostart, Manifest, MountKind, Network, Output, RestartMode, RestartPolicy, SeccompProfile,
+    self as pm, Autostart, Manifest, MountKind, Network, Output, RestartMode, RestartPolicy,
+    SeccompProfile,
 };
 use nanostar_protocol::permissions::Permissions;
 use serde_json::{Map, Value, json};
@@ -25,7 +26,11 @@ pub fn describe(m: &Manifest) -> Map<String, Value> {
         o.insert("suppl_groups".into(), json!(m.suppl_groups.as_slice()));
     }
     if m.autostart != Autostart::None {
-        let a = if m.autostart == Autostart::Relaxed { "relaxed" } else { "critical" };
+        let a = if m.autostart == Autostart::Relaxed {
+            "relaxed"
+        } else {
+            "critical"
+        };
         o.insert("autostart".into(), json!(a));
     }
     if m.stop_timeout_ms != pm::DEFAULT_STOP_TIMEOUT_MS {
@@ -41,14 +46,29 @@ pub fn describe(m: &Manifest) -> Map<String, Value> {
         }
     }
     if m.capabilities.0 != 0 {
-        o.insert("capabilities".into(), json!(m.capabilities.names().collect::<Vec<_>>()));
+        o.insert(
+            "capabilities".into(),
+            json!(m.capabilities.names().collect::<Vec<_>>()),
+        );
     }
     if m.console != Permissions::NONE {
-        let c = if m.console == Permissions::ALL { json!("full") } else { json!(m.console.names().collect::<Vec<_>>()) };
+        let c = if m.console == Permissions::ALL {
+            json!("full")
+        } else {
+            json!(m.console.names().collect::<Vec<_>>())
+        };
         o.insert("console".into(), c);
     }
     if !m.env.is_empty() {
-        o.insert("env".into(), Value::Object(m.env.iter().map(|v| (v.key.to_string(), json!(v.value))).collect()));
+        o.insert(
+            "env".into(),
+            Value::Object(
+                m.env
+                    .iter()
+                    .map(|v| (v.key.to_string(), json!(v.value)))
+                    .collect(),
+            ),
+        );
     }
     if m.restart != RestartPolicy::default() {
         o.insert("restart".into(), restart(&m.restart));
@@ -70,14 +90,27 @@ pub fn describe(m: &Manifest) -> Map<String, Value> {
         o.insert("seccomp".into(), seccomp(s));
     }
     if m.io != Default::default() {
-        o.insert("io".into(), json!({ "stdout": output(m.io.stdout), "stderr": output(m.io.stderr) }));
+        o.insert(
+            "io".into(),
+            json!({ "stdout": output(m.io.stdout), "stderr": output(m.io.stderr) }),
+        );
     }
     if !m.mounts.is_empty() {
-        o.insert("mounts".into(), Value::Object(m.mounts.iter().map(|x| (x.target.to_string(), mount(&x.kind))).collect()));
+        o.insert(
+            "mounts".into(),
+            Value::Object(
+                m.mounts
+                    .iter()
+                    .map(|x| (x.target.to_string(), mount(&x.kind)))
+                    .collect(),
+            ),
+        );
     }
     if let Some(custom) = m.custom {
         // Stored as TOML text by the packer; shown as a table when it parses.
-        let v = toml::from_str::<toml::Table>(custom).ok().and_then(|t| serde_json::to_value(t).ok());
+        let v = toml::from_str::<toml::Table>(custom)
+            .ok()
+            .and_then(|t| serde_json::to_value(t).ok());
         o.insert("custom".into(), v.unwrap_or_else(|| json!(custom)));
     }
     o
@@ -99,11 +132,19 @@ fn restart(r: &RestartPolicy) -> Value {
 fn cgroups(m: &Manifest) -> Map<String, Value> {
     let c = &m.cgroups;
     let mut o = Map::new();
-    c.memory_max.map(|v| o.insert("memory_max".into(), json!(v)));
-    c.memory_high.map(|v| o.insert("memory_high".into(), json!(v)));
+    c.memory_max
+        .map(|v| o.insert("memory_max".into(), json!(v)));
+    c.memory_high
+        .map(|v| o.insert("memory_high".into(), json!(v)));
     c.pids_max.map(|v| o.insert("pids_max".into(), json!(v)));
-    c.cpu_max.map(|v| o.insert("cpu_max".into(), json!({ "quota_us": v.quota_us, "period_us": v.period_us })));
-    c.cpu_weight.map(|v| o.insert("cpu_weight".into(), json!(v)));
+    c.cpu_max.map(|v| {
+        o.insert(
+            "cpu_max".into(),
+            json!({ "quota_us": v.quota_us, "period_us": v.period_us }),
+        )
+    });
+    c.cpu_weight
+        .map(|v| o.insert("cpu_weight".into(), json!(v)));
     o
 }
 
@@ -133,8 +174,16 @@ fn seccomp(s: &pm::Seccomp) -> Value {
             Some(prev) => allow.insert(rule.name.to_string(), json!([prev, this])),
         };
     }
-    let profile = if s.profile == SeccompProfile::Default { "default" } else { "none" };
-    json!({ "profile": profile, "allow": allow })
+    let profile = if s.profile == SeccompProfile::Default {
+        "default"
+    } else {
+        "none"
+    };
+    let mut v = json!({ "profile": profile });
+    if !allow.is_empty() {
+        v["allow"] = Value::Object(allow);
+    }
+    v
 }
 
 fn output(o: Output) -> &'static str {
@@ -148,13 +197,20 @@ fn output(o: Output) -> &'static str {
 fn mount(kind: &MountKind) -> Value {
     let options = |f: pm::MountFlags| f.names().collect::<Vec<_>>();
     match kind {
-        MountKind::Bind { host, flags } => json!({ "type": "bind", "host": host, "options": options(*flags) }),
+        MountKind::Bind { host, flags } => {
+            json!({ "type": "bind", "host": host, "options": options(*flags) })
+        }
         MountKind::Persist => json!({ "type": "persist" }),
         MountKind::Tmpfs { size } => json!({ "type": "tmpfs", "size": size }),
         MountKind::Proc => json!({ "type": "proc" }),
         MountKind::Sysfs => json!({ "type": "sysfs" }),
         MountKind::Dev => json!({ "type": "dev" }),
-        MountKind::Resource { name, version, dir, flags } => json!({
+        MountKind::Resource {
+            name,
+            version,
+            dir,
+            flags,
+        } => json!({
             "type": "resource", "name": name, "version": version.to_string(), "dir": dir, "options": options(*flags)
         }),
     }

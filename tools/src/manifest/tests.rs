@@ -78,26 +78,50 @@ fn full_manifest_lowers() {
     assert_eq!(m.name, "hello");
     assert_eq!(m.version, Version::new(1, 2, 3));
     assert_eq!(m.args.as_slice(), ["--verbose", "two words"]);
-    assert_eq!(m.env.iter().map(|v| (v.key, v.value)).collect::<Vec<_>>(), [("LANG", "C"), ("MODE", "demo")]);
+    assert_eq!(
+        m.env.iter().map(|v| (v.key, v.value)).collect::<Vec<_>>(),
+        [("LANG", "C"), ("MODE", "demo")]
+    );
     assert_eq!(m.autostart, Autostart::Critical);
     assert_eq!(m.stop_timeout_ms, 2000);
     assert_eq!(m.network, Network::Join("blue"));
-    assert_eq!(m.capabilities.names().collect::<Vec<_>>(), ["CAP_KILL", "CAP_NET_RAW"]);
+    assert_eq!(
+        m.capabilities.names().collect::<Vec<_>>(),
+        ["CAP_KILL", "CAP_NET_RAW"]
+    );
     assert_eq!(m.console.names().collect::<Vec<_>>(), ["list", "inspect"]);
     assert_eq!(m.restart.mode, RestartMode::OnFailure);
     assert_eq!(m.cgroups.memory_max, Some(8 << 20));
     assert_eq!(m.cgroups.memory_high, Some(6 << 20));
-    assert_eq!(m.cgroups.cpu_max, Some(CpuMax { quota_us: 50_000, period_us: 100_000 }));
+    assert_eq!(
+        m.cgroups.cpu_max,
+        Some(CpuMax {
+            quota_us: 50_000,
+            period_us: 100_000
+        })
+    );
     assert_eq!(m.rlimits.len(), 2);
     let seccomp = m.seccomp.as_ref().unwrap();
     assert_eq!(seccomp.allow.len(), 4);
     assert_eq!(seccomp.allow[0].name, "getrandom");
     assert_eq!(seccomp.allow[1].args.as_ref().unwrap().mask, None);
     assert_eq!(seccomp.allow[2].args.as_ref().unwrap().mask, Some(0xff));
-    assert_eq!(m.io, Io { stdout: Output::Kmsg, stderr: Output::Discard });
+    assert_eq!(
+        m.io,
+        Io {
+            stdout: Output::Kmsg,
+            stderr: Output::Discard
+        }
+    );
     assert_eq!(m.mounts.len(), 6);
     let bind = m.mounts.iter().find(|x| x.target == "/lib").unwrap();
-    assert_eq!(bind.kind, MountKind::Bind { host: "/lib", flags: MountFlags::NOSUID.union(MountFlags::NODEV) });
+    assert_eq!(
+        bind.kind,
+        MountKind::Bind {
+            host: "/lib",
+            flags: MountFlags::NOSUID.union(MountFlags::NODEV)
+        }
+    );
     let tmp = m.mounts.iter().find(|x| x.target == "/tmp").unwrap();
     assert_eq!(tmp.kind, MountKind::Tmpfs { size: 4 << 20 });
     let custom: toml::Table = toml::from_str(m.custom.unwrap()).unwrap();
@@ -109,7 +133,10 @@ fn full_manifest_lowers() {
 
 #[test]
 fn minimal_manifest_defaults() {
-    let m = SourceManifest::parse("name = \"a\"\nversion = \"0.1.0\"\ninit = \"/a\"\nuid = 1\ngid = 1\n").unwrap();
+    let m = SourceManifest::parse(
+        "name = \"a\"\nversion = \"0.1.0\"\ninit = \"/a\"\nuid = 1\ngid = 1\n",
+    )
+    .unwrap();
     let m = m.manifest().unwrap();
     assert_eq!(m.autostart, Autostart::None);
     assert_eq!(m.network, Network::New);
@@ -147,59 +174,169 @@ fn error_with(key: &str, replacement: &str) -> String {
 fn assert_error(key: &str, replacement: &str, expected: &[&str]) {
     let e = error_with(key, replacement);
     for part in expected {
-        assert!(e.contains(part), "error for `{replacement}` is `{e}`, which lacks `{part}`");
+        assert!(
+            e.contains(part),
+            "error for `{replacement}` is `{e}`, which lacks `{part}`"
+        );
     }
 }
 
 #[test]
 fn errors_name_the_key_and_the_fix() {
     assert_error("name =", "name = \"a/b\"", &["name:", "letters, digits"]);
-    assert_error("version =", "version = \"1.2\"", &["version:", "MAJOR.MINOR.PATCH"]);
+    assert_error(
+        "version =",
+        "version = \"1.2\"",
+        &["version:", "MAJOR.MINOR.PATCH"],
+    );
     assert_error("init =", "init = \"bin/hello\"", &["init:", "absolute"]);
     assert_error("uid =", "uid = 0", &["uid:", "root"]);
     assert_error("gid =", "gid = -1", &["gid"]);
-    assert_error("suppl_groups =", "suppl_groups = [20, 20]", &["suppl_groups[1]", "twice"]);
-    assert_error("MODE =", "NANOSTAR_NAME = \"x\"", &["env.NANOSTAR_NAME", "set by the runtime"]);
+    assert_error(
+        "suppl_groups =",
+        "suppl_groups = [20, 20]",
+        &["suppl_groups[1]", "twice"],
+    );
+    assert_error(
+        "MODE =",
+        "NANOSTAR_NAME = \"x\"",
+        &["env.NANOSTAR_NAME", "set by the runtime"],
+    );
     assert_error("MODE =", "1MODE = \"x\"", &["env.1MODE", "letters"]);
-    assert_error("autostart =", "autostart = \"sometimes\"", &["autostart", "sometimes"]);
-    assert_error("stop_timeout_ms =", "stop_timeout_ms = 0", &["stop_timeout_ms:", "between 1 and"]);
+    assert_error(
+        "autostart =",
+        "autostart = \"sometimes\"",
+        &["autostart", "sometimes"],
+    );
+    assert_error(
+        "stop_timeout_ms =",
+        "stop_timeout_ms = 0",
+        &["stop_timeout_ms:", "between 1 and"],
+    );
     assert_error("network =", "network = { join = \"../x\" }", &["network:"]);
-    assert_error("capabilities =", "capabilities = [\"CAP_FLY\"]", &["capabilities:", "CAP_FLY", "CAP_NET_RAW"]);
-    assert_error("capabilities =", "capabilities = [\"CAP_KILL\", \"CAP_KILL\"]", &["capabilities:", "twice"]);
-    assert_error("console =", "console = [\"root\"]", &["console:", "root", "full"]);
-    assert_error("backoff_initial_ms =", "backoff_initial_ms = 5000", &["restart:", "backoff_max_ms"]);
-    assert_error("memory_max =", "memory_max = \"8 parsecs\"", &["cgroups.memory_max", "K, M or G"]);
-    assert_error("memory_high =", "memory_high = 9999999999", &["cgroups:", "memory_high <= memory_max"]);
-    assert_error("cpu_weight =", "cpu_weight = 0", &["cgroups:", "cpu_weight"]);
-    assert_error("nofile =", "nofile = { soft = 200, hard = 100 }", &["rlimits.nofile", "not above hard"]);
-    assert_error("nofile =", "files = { soft = 1 }", &["rlimits.files", "unknown resource", "nofile"]);
-    assert_error("personality =", "personality = { index = 6, values = [1] }", &["seccomp.allow.personality", "0..=5"]);
-    assert_error("personality =", "personality = { index = 0 }", &["seccomp.allow.personality", "values, a mask"]);
-    assert_error("options = [\"nosuid\"", "options = [\"nosuid\", \"fast\"]", &["mounts.\"/lib\".options", "fast"]);
+    assert_error(
+        "capabilities =",
+        "capabilities = [\"CAP_FLY\"]",
+        &["capabilities:", "CAP_FLY", "CAP_NET_RAW"],
+    );
+    assert_error(
+        "capabilities =",
+        "capabilities = [\"CAP_KILL\", \"CAP_KILL\"]",
+        &["capabilities:", "twice"],
+    );
+    assert_error(
+        "console =",
+        "console = [\"root\"]",
+        &["console:", "root", "full"],
+    );
+    assert_error(
+        "backoff_initial_ms =",
+        "backoff_initial_ms = 5000",
+        &["restart:", "backoff_max_ms"],
+    );
+    assert_error(
+        "memory_max =",
+        "memory_max = \"8 parsecs\"",
+        &["cgroups.memory_max", "K, M or G"],
+    );
+    assert_error(
+        "memory_high =",
+        "memory_high = 9999999999",
+        &["cgroups:", "memory_high <= memory_max"],
+    );
+    assert_error(
+        "cpu_weight =",
+        "cpu_weight = 0",
+        &["cgroups:", "cpu_weight"],
+    );
+    assert_error(
+        "nofile =",
+        "nofile = { soft = 200, hard = 100 }",
+        &["rlimits.nofile", "not above hard"],
+    );
+    assert_error(
+        "nofile =",
+        "files = { soft = 1 }",
+        &["rlimits.files", "unknown resource", "nofile"],
+    );
+    assert_error(
+        "personality =",
+        "personality = { index = 6, values = [1] }",
+        &["seccomp.allow.personality", "0..=5"],
+    );
+    assert_error(
+        "personality =",
+        "personality = { index = 0 }",
+        &["seccomp.allow.personality", "values, a mask"],
+    );
+    assert_error(
+        "options = [\"nosuid\"",
+        "options = [\"nosuid\", \"fast\"]",
+        &["mounts.\"/lib\".options", "fast"],
+    );
     assert_error("host =", "host = \"lib\"", &["mounts.\"/lib\"", "absolute"]);
     assert_error("size =", "size = 0", &["mounts.\"/tmp\"", "size above 0"]);
-    assert_error("version = \">=", "version = \"newest\"", &["mounts.\"/fonts\".version", "requirement"]);
-    assert_error("options = [\"noexec\"]", "options = [\"rw\"]", &["mounts.\"/fonts\"", "rw and rec"]);
-    assert_error("[mounts.\"/data\"]", "[mounts.\"/lib/data\"]", &["mounts.\"/lib/data\"", "inside one another"]);
+    assert_error(
+        "version = \">=",
+        "version = \"newest\"",
+        &["mounts.\"/fonts\".version", "requirement"],
+    );
+    assert_error(
+        "options = [\"noexec\"]",
+        "options = [\"rw\"]",
+        &["mounts.\"/fonts\"", "rw and rec"],
+    );
+    assert_error(
+        "[mounts.\"/data\"]",
+        "[mounts.\"/lib/data\"]",
+        &["mounts.\"/lib/data\"", "inside one another"],
+    );
     assert_error("stderr =", "color = \"red\"", &["unknown field", "color"]);
 }
 
 #[test]
 fn bounds_are_the_devices() {
     let args: Vec<String> = (0..=MAX_ARGS).map(|i| format!("\"a{i}\"")).collect();
-    assert_error("args =", &format!("args = [{}]", args.join(", ")), &["args:", &format!("at most {MAX_ARGS}")]);
+    assert_error(
+        "args =",
+        &format!("args = [{}]", args.join(", ")),
+        &["args:", &format!("at most {MAX_ARGS}")],
+    );
     let long = "x".repeat(MAX_ENV_VALUE_LEN + 1);
-    assert_error("MODE =", &format!("MODE = \"{long}\""), &["env.MODE", "value over"]);
+    assert_error(
+        "MODE =",
+        &format!("MODE = \"{long}\""),
+        &["env.MODE", "value over"],
+    );
     let big = "y".repeat(MAX_CUSTOM_LEN);
-    assert_error("owner =", &format!("owner = \"{big}\""), &["custom:", "over"]);
+    assert_error(
+        "owner =",
+        &format!("owner = \"{big}\""),
+        &["custom:", "over"],
+    );
 }
 
 #[test]
 fn resource_packages_carry_only_files() {
     let base = "name = \"fonts\"\nversion = \"1.0.0\"\nuid = 1\ngid = 1\n";
-    assert!(SourceManifest::parse(base).unwrap().manifest().unwrap().is_resource());
-    for extra in ["autostart = \"relaxed\"", "args = [\"x\"]", "network = \"host\"", "[env]\nA = \"b\"", "[io]\nstdout = \"discard\""] {
-        let e = SourceManifest::parse(&format!("{base}{extra}\n")).err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(
+        SourceManifest::parse(base)
+            .unwrap()
+            .manifest()
+            .unwrap()
+            .is_resource()
+    );
+    for extra in [
+        "autostart = \"relaxed\"",
+        "args = [\"x\"]",
+        "network = \"host\"",
+        "[env]\nA = \"b\"",
+        "[io]\nstdout = \"discard\"",
+    ] {
+        let e = SourceManifest::parse(&format!("{base}{extra}\n"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
         assert!(e.contains("resource (files only)"), "`{extra}` gave `{e}`");
     }
 }
