@@ -1,0 +1,229 @@
+use super::*;
+
+const GOOD: &str = r#"
+# Example configuration
+run_dir = "/run/nanostar"
+data_dir = "/data/nanostar"   # persistent data
+socket = "/run/nanostar/console"
+
+[limits]
+max_clients = 4
+install_timeout_ms = 0x2710
+
+[repository.system]
+dir = "/data/nanostar/repos/system"
+keys = ["/etc/nanostar/release.pub", "/etc/nanostar/backup.pub",]
+max_install_size = "32M"
+
+[repository.dev]
+dir = "/data/nanostar/repos/dev"
+
+[console]
+uid.0 = "full"
+gid.100 = ["list", "inspect", "logs"]
+uid.1000 = []
+"#;
+
+#[test]
+fn parses_everything() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(
+        (c.run_dir, c.data_dir, c.socket),
+        ("/run/nanostar", "/data/nanostar", "/run/nanostar/console")
+    );
+    assert_eq!(
+        c.limits,
+        Limits {
+            max_clients: 4,
+            install_timeout_ms: 10_000
+        }
+    );
+    assert_eq!(c.repositories.len(), 2);
+    let sys = &c.repositories[0];
+    assert_eq!(
+        (sys.name, sys.dir, sys.max_install_size, sys.line),
+        ("system", "/data/nanostar/repos/system", 32 << 20, 11)
+    );
+    assert_eq!(
+        sys.keys.as_slice(),
+        ["/etc/nanostar/release.pub", "/etc/nanostar/backup.pub"]
+    );
+    assert!(c.repositories[1].keys.is_empty());
+    assert_eq!(c.repositories[1].max_install_size, DEFAULT_MAX_INSTALL_SIZE);
+    assert_eq!(
+        c.console[0],
+        ConsoleRule {
+            peer: Peer::Uid(0),
+            permissions: Permissions::ALL
+        }
+    );
+    assert_eq!(c.console[1].peer, Peer::Gid(100));
+    assert_eq!(
+        c.console[1]
+            .permissions
+            .names()
+            .collect::<std::vec::Vec<_>>(),
+        ["list", "inspect", "logs"]
+    );
+    assert_eq!(
+        c.console[2],
+        ConsoleRule {
+            peer: Peer::Uid(1000),
+            permissions: Permissions::NONE
+        }
+    );
+}
+
+#[test]
+fn defaults() {
+    let c = parse("run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\n").unwrap();
+    assert_eq!(
+        c.limits,
+        Limits {
+            max_clients: DEFAULT_MAX_CLIENTS,
+            install_timeout_ms: DEFAULT_INSTALL_TIMEOUT_MS
+        }
+    );
+    assert!(c.repositories.is_empty() && c.console.is_empty());
+}
+
+/// Replaces line `n` (1-based) of GOOD and returns the error.
+fn error_at(n: usize, replacement: &str) -> ConfigError {
+    let text: std::vec::Vec<&str> = GOOD
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i + 1 == n { replacement } else { l })
+        .collect();
+    match parse(&text.join("\n")) {
+        Ok(_) => panic!("`{replacement}` was accepted"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn errors_name_the_line() {
+    let cases: &[(usize, &str, Problem)] = &[
+        (3, "run_dir = /run", Problem::Value),
+        (3, "run_dir = \"run\"", Problem::Path),
+        (3, "run_dir = \"/run/../x\"", Problem::Path),
+        (3, "run_dir = \"/run", Problem::String),
+        (3, "run_dir = \"/r\\n\"", Problem::String),
+        (3, "run_dir = \"/r\" x", Problem::String),
+        (3, "run_dir", Problem::Syntax),
+        (3, "colour = \"red\"", Problem::UnknownKey),
+        (4, "run_dir = \"/again\"", Problem::Duplicate),
+        (7, "[limitz]", Problem::UnknownSection),
+        (7, "[limits", Problem::Syntax),
+        (8, "max_clients = 0", Problem::Value),
+        (8, "max_clients = 70000", Problem::Value),
+        (8, "max_clients = \"4\"", Problem::Value),
+        (8, "max_clients = 99999999999999999999999", Problem::Value),
+        (11, "[repository.sys tem]", Problem::Name),
+        (16, "[repository.system]", Problem::Duplicate),
+        (13, "keys = [\"relative.pub\"]", Problem::Path),
+        (13, "keys = \"/one.pub\"", Problem::Value),
+        (14, "max_install_size = \"32X\"", Problem::Value),
+        (14, "max_install_size = 0", Problem::Value),
+        (14, "dir = \"/other\"", Problem::Duplicate),
+        (20, "uid.0 = \"most\"", Problem::Permission),
+        (21, "gid.100 = [\"list\", \"fly\"]", Problem::Permission),
+        (21, "uid.0 = [\"list\"]", Problem::Duplicate),
+        (21, "user.5 = \"full\"", Problem::UnknownKey),
+        (21, "uid.x = \"full\"", Problem::UnknownKey),
+    ];
+    for (line, text, problem) in cases {
+        assert_eq!(
+            error_at(*line, text),
+            ConfigError {
+                line: *line as u32,
+                problem: *problem
+            },
+            "`{text}`"
+        );
+    }
+}
+
+#[test]
+fn missing_keys_and_tables_full() {
+    assert_eq!(
+        error_at(3, ""),
+        ConfigError {
+            line: 0,
+            problem: Problem::Missing("run_dir")
+        }
+    );
+    assert_eq!(
+        error_at(12, ""),
+        ConfigError {
+            line: 11,
+            problem: Problem::Missing("dir")
+        }
+    );
+    let mut many =
+        std::string::String::from("run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\n");
+    for i in 0..=MAX_REPOSITORIES {
+        many.push_str(&std::format!("[repository.r{i}]\ndir = \"/r{i}\"\n"));
+    }
+    assert_eq!(parse(&many).unwrap_err().problem, Problem::TooMany);
+    let keys: std::vec::Vec<std::string::String> = (0..=MAX_REPOSITORY_KEYS)
+        .map(|i| std::format!("\"/k{i}\""))
+        .collect();
+    let text = std::format!(
+        "run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\n[repository.a]\ndir = \"/a\"\nkeys = [{}]\n",
+        keys.join(", ")
+    );
+    assert_eq!(
+        parse(&text).unwrap_err(),
+        ConfigError {
+            line: 6,
+            problem: Problem::TooMany
+        }
+    );
+}
+
+#[test]
+fn messages_say_what_to_do() {
+    let e = std::format!(
+        "{}",
+        ConfigError {
+            line: 7,
+            problem: Problem::UnknownSection
+        }
+    );
+    assert!(
+        e.starts_with("line 7: ") && e.contains("[repository.NAME]"),
+        "{e}"
+    );
+    let e = std::format!(
+        "{}",
+        ConfigError {
+            line: 0,
+            problem: Problem::Missing("socket")
+        }
+    );
+    assert_eq!(e, "required key `socket` is missing");
+}
+
+#[test]
+fn random_input_never_panics() {
+    let mut state = 0x1234_5678_9abc_def0u64;
+    let alphabet = b"[]=\"#,._ \n/abcdefgimnorstuxyz0123456789";
+    for _ in 0..20_000 {
+        let len = (state % 120) as usize;
+        let text: std::string::String = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                alphabet[(state % alphabet.len() as u64) as usize] as char
+            })
+            .collect();
+        let _ = parse(&text);
+    }
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let c = parse(include_str!("../../../examples/nanostar.conf")).unwrap();
+    assert_eq!(c.repositories[0].name, "dev");
+}

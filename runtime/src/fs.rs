@@ -1,0 +1,84 @@
+//! Reading whole small files (configuration, key files) into caller-owned buffers.
+
+use core::fmt;
+
+use nanostar_protocol::npk::PublicKey;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+/// Why a file could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileError {
+    /// A system call failed.
+    Io(Errno),
+    /// The file is larger than the buffer it is read into.
+    TooLarge,
+    /// A key file that holds no key.
+    NotAKey,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileError::Io(e) => f.write_str(errno_text(*e)),
+            FileError::TooLarge => f.write_str("file too large"),
+            FileError::NotAKey => {
+                f.write_str("not a public key (expected `npk keygen` output or 32 raw bytes)")
+            }
+        }
+    }
+}
+
+/// Reads the file at `path` into `buf`; fails if it does not fit.
+pub fn read_to_buf<'b>(path: &[u8], buf: &'b mut [u8]) -> Result<&'b [u8], FileError> {
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(FileError::Io)?;
+    let mut len = 0;
+    loop {
+        let Some(free) = buf.get_mut(len..).filter(|f| !f.is_empty()) else {
+            // Full: one more byte means the file is larger than the buffer.
+            let mut probe = [0u8; 1];
+            return match rustix::io::read(&fd, &mut probe) {
+                Ok(0) => Ok(&buf[..len]),
+                Ok(_) => Err(FileError::TooLarge),
+                Err(e) => Err(FileError::Io(e)),
+            };
+        };
+        match rustix::io::read(&fd, free) {
+            Ok(0) => return Ok(&buf[..len]),
+            Ok(n) => len += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(FileError::Io(e)),
+        }
+    }
+}
+
+/// Reads a public key file (our text form or raw 32 bytes).
+pub fn read_public_key(path: &[u8]) -> Result<PublicKey, FileError> {
+    let mut buf = [0u8; 128];
+    let bytes = read_to_buf(path, &mut buf)?;
+    PublicKey::from_file_bytes(bytes).map_err(|_| FileError::NotAKey)
+}
+
+/// Words for the errors a person is likely to meet when pointing the runtime at files
+/// (rustix without std only prints numbers).
+pub fn errno_text(e: Errno) -> &'static str {
+    match e {
+        Errno::NOENT => "no such file or directory",
+        Errno::ACCESS => "permission denied",
+        Errno::PERM => "operation not permitted",
+        Errno::ISDIR => "is a directory",
+        Errno::NOTDIR => "a path component is not a directory",
+        Errno::LOOP => "too many symbolic links",
+        Errno::NAMETOOLONG => "path too long",
+        Errno::IO => "input/output error",
+        Errno::NOMEM => "out of memory",
+        Errno::NOSPC => "no space left on device",
+        Errno::ROFS => "read-only file system",
+        Errno::EXIST => "already exists",
+        Errno::BUSY => "device or resource busy",
+        Errno::INVAL => "invalid argument",
+        Errno::MFILE | Errno::NFILE => "too many open files",
+        _ => "system error",
+    }
+}

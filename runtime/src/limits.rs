@@ -1,0 +1,14 @@
+//! Every capacity of the runtime, in one place: the format limits shared with the host
+//! tools, and the runtime's own tables. A full table is an error for the caller, never a
+//! panic.
+
+pub use nanostar_protocol::limits::*;
+
+/// Largest configuration file, in bytes (it is read into a buffer of this size).
+pub const MAX_CONFIG_LEN: usize = 16 * 1024;
+/// Most repositories in the configuration.
+pub const MAX_REPOSITORIES: usize = 8;
+/// Most console rules (`uid.N` / `gid.N` lines).
+pub const MAX_CONSOLE_RULES: usize = 16;
+/// Bytes buffered for one line of text output before it is written.
+pub const OUTPUT_BUFFER_LEN: usize = 512;

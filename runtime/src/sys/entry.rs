@@ -1,0 +1,115 @@
+//! `_start` for each architecture, the arguments it finds, `exit_group`, and the panic
+//! handler.
+
+use core::ffi::{CStr, c_char};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// argc and argv as the kernel left them on the initial stack; set once in `_start`.
+static ARGC: AtomicUsize = AtomicUsize::new(0);
+static ARGV: AtomicPtr<*const c_char> = AtomicPtr::new(core::ptr::null_mut());
+
+// The kernel enters with the stack pointer at argc, followed by argv[], NULL, envp[], NULL,
+// auxv. Each `_start` clears the frame pointer, passes that address to Rust and aligns the
+// stack as the ABI requires.
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".globl _start",
+    "_start:",
+    "xor ebp, ebp",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {entry}",
+    "ud2",
+    entry = sym start_rust,
+);
+
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(
+    ".globl _start",
+    "_start:",
+    "mov x29, #0",
+    "mov x30, #0",
+    "mov x0, sp",
+    "and sp, x0, #-16",
+    "bl {entry}",
+    "udf #0",
+    entry = sym start_rust,
+);
+
+#[cfg(target_arch = "arm")]
+core::arch::global_asm!(
+    ".globl _start",
+    ".type _start,%function",
+    ".arm",
+    "_start:",
+    "mov fp, #0",
+    "mov lr, #0",
+    "mov r0, sp",
+    "bic sp, sp, #15",
+    "bl {entry}",
+    "udf #0",
+    entry = sym start_rust,
+);
+
+/// Called by `_start` with the initial stack pointer.
+///
+/// # Safety
+/// `sp` must be the stack pointer the kernel passed to `_start`.
+unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
+    // SAFETY: the kernel's initial stack starts with argc, then argc argv pointers.
+    let argc = unsafe { *sp };
+    // SAFETY: argv follows argc on the initial stack.
+    let argv = unsafe { sp.add(1) } as *mut *const c_char;
+    ARGC.store(argc, Ordering::Relaxed);
+    ARGV.store(argv, Ordering::Relaxed);
+    exit_group(i32::from(crate::start()))
+}
+
+/// argv[1..] as byte strings.
+pub fn args() -> impl Iterator<Item = &'static [u8]> {
+    let argc = ARGC.load(Ordering::Relaxed);
+    let argv = ARGV.load(Ordering::Relaxed);
+    (1..argc).map(move |i| {
+        // SAFETY: i < argc, and argv[i] is a NUL-terminated string the kernel copied onto
+        // the stack, which lives (unchanged) as long as the process.
+        unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes()
+    })
+}
+
+/// `exit_group(2)`: rustix keeps its own behind an unstable module, so the syscall is made
+/// here: x86_64 nr 231, aarch64 nr 94, arm nr 248.
+pub fn exit_group(code: i32) -> ! {
+    // SAFETY: exit_group takes one integer and never returns.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("syscall", in("rax") 231usize, in("rdi") code as isize, options(noreturn));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("svc 0", in("x8") 94usize, in("x0") code as isize, options(noreturn));
+        // r7 cannot be named as an operand on arm (it may be the frame pointer); set it by hand.
+        #[cfg(target_arch = "arm")]
+        core::arch::asm!("mov r7, #248", "svc 0", in("r0") code as isize, options(noreturn));
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let mut out = crate::out::Writer::stderr();
+    let _ =
+        core::fmt::Write::write_fmt(&mut out, format_args!("nanostar: internal error: {info}\n"));
+    out.flush();
+    exit_group(101)
+}
+
+/// The prebuilt ARM `core` carries unwind tables that name this symbol; with
+/// `panic = "abort"` it is never called.
+#[cfg(target_arch = "arm")]
+#[unsafe(no_mangle)]
+extern "C" fn rust_eh_personality() {}
+
+/// compiler_builtins' outline atomics on aarch64 ask `getauxval(AT_HWCAP)` for LSE support;
+/// answering 0 selects the plain load/store-exclusive paths, correct on every ARMv8.
+#[cfg(target_arch = "aarch64")]
+#[unsafe(no_mangle)]
+extern "C" fn getauxval(_kind: core::ffi::c_ulong) -> core::ffi::c_ulong {
+    0
+}

@@ -1,0 +1,148 @@
+//! The real device build of `nanostar` (no_std, static, our own `_start`), built for each
+//! device target and checked for what a device needs: static, no interpreter, no dynamic
+//! section, no libc symbols; the x86_64 build also runs here.
+//!
+//! The device builds go to their own target directory, so this test can run cargo while
+//! the outer `cargo test` holds the workspace's lock.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const TARGETS: [&str; 3] = [
+    "x86_64-unknown-linux-musl",
+    "aarch64-unknown-linux-musl",
+    "armv7-unknown-linux-gnueabihf",
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds the runtime for every device target once; returns the binaries' paths.
+fn device_binaries() -> &'static [PathBuf] {
+    static BINARIES: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let target_dir = workspace().join("target/device-tests");
+        TARGETS
+            .iter()
+            .map(|target| {
+                let out = Command::new(env!("CARGO"))
+                    .current_dir(workspace())
+                    .env("CARGO_TARGET_DIR", &target_dir)
+                    .args(["build", "--release", "-p", "nanostar", "--bin", "nanostar", "--target", target])
+                    .output()
+                    .expect("run cargo");
+                assert!(
+                    out.status.success(),
+                    "building for {target} failed (is the target installed? `rustup target add {target}`):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                target_dir.join(target).join("release/nanostar")
+            })
+            .collect()
+    })
+}
+
+fn x86_64_binary() -> &'static Path {
+    &device_binaries()[0]
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(x86_64_binary())
+        .args(args)
+        .output()
+        .expect("run nanostar")
+}
+
+#[test]
+fn device_builds_are_static_without_libc() {
+    for (target, bin) in TARGETS.iter().zip(device_binaries()) {
+        let bytes = std::fs::read(bin).unwrap();
+        assert_eq!(&bytes[..4], b"\x7fELF", "{target}");
+        let headers = Command::new("readelf")
+            .args(["-l", "-d", "-S", "-s"])
+            .arg(bin)
+            .output()
+            .expect("readelf (binutils)");
+        let text = String::from_utf8_lossy(&headers.stdout);
+        assert!(
+            text.contains("There is no dynamic section"),
+            "{target}: has a dynamic section"
+        );
+        assert!(
+            !text.contains("INTERP"),
+            "{target}: asks for an interpreter"
+        );
+        for libc_symbol in ["__libc_start_main", "malloc", "printf", "GLIBC"] {
+            assert!(
+                !text.contains(libc_symbol),
+                "{target}: mentions {libc_symbol}"
+            );
+        }
+        assert!(!text.contains(".symtab"), "{target}: not stripped");
+        eprintln!("{target}: {} bytes", bytes.len());
+    }
+}
+
+#[test]
+fn runs_and_reports_its_version() {
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("nanostar {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+}
+
+#[test]
+fn check_config_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.pub");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let good = format!(
+        "run_dir = \"/run/nanostar\"\ndata_dir = \"/data\"\nsocket = \"/run/nanostar/console\"\n\n[repository.main]\ndir = \"/data/repo\"\nkeys = [\"{}\"]\n\n[console]\nuid.0 = \"full\"\n",
+        key.display()
+    );
+    let path = dir.path().join("nanostar.conf");
+    std::fs::write(&path, &good).unwrap();
+    let out = run(&["check-config", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("repository main: /data/repo (1 keys, signed packages only)")
+    );
+
+    std::fs::write(&path, good.replace("[console]", "[consol]")).unwrap();
+    let out = run(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 9: unknown section"), "{err}");
+
+    std::fs::write(&path, good.replace("release.pub", "missing.pub")).unwrap();
+    let out = run(&["check-config", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("missing.pub: no such file or directory"),
+        "{err}"
+    );
+
+    std::fs::write(&key, b"not a key").unwrap();
+    std::fs::write(&path, &good).unwrap();
+    let out = run(&["check-config", path.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a public key"));
+
+    std::fs::write(&path, vec![b'#'; 20_000]).unwrap();
+    let out = run(&["check-config", path.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("file too large"));
+}
