@@ -1,10 +1,13 @@
 //! Reading whole small files (configuration, key files) into caller-owned buffers.
 
+use core::ffi::CStr;
 use core::fmt;
 
 use nanostar_protocol::npk::PublicKey;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
+
+use crate::limits::MAX_PATH_LEN;
 
 /// Why a file could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +30,18 @@ impl fmt::Display for FileError {
             }
         }
     }
+}
+
+/// A NUL-terminated copy of `path` in `buf`, for syscalls (config strings are not
+/// NUL-terminated).
+pub fn c_path<'b>(path: &str, buf: &'b mut [u8; MAX_PATH_LEN + 1]) -> Result<&'b CStr, FileError> {
+    let bytes = path.as_bytes();
+    if bytes.len() > MAX_PATH_LEN || bytes.contains(&0) {
+        return Err(FileError::Io(Errno::NAMETOOLONG));
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[bytes.len()] = 0;
+    CStr::from_bytes_with_nul(&buf[..=bytes.len()]).map_err(|_| FileError::Io(Errno::INVAL))
 }
 
 /// Reads the file at `path` into `buf`; fails if it does not fit.

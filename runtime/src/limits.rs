@@ -12,3 +12,7 @@ pub const MAX_REPOSITORIES: usize = 8;
 pub const MAX_CONSOLE_RULES: usize = 16;
 /// Bytes buffered for one line of text output before it is written.
 pub const OUTPUT_BUFFER_LEN: usize = 512;
+/// Most packages over all repositories.
+pub const MAX_PACKAGES: usize = 256;
+/// Longest file name of a package in a repository directory.
+pub const MAX_FILE_NAME_LEN: usize = 128;

@@ -20,6 +20,7 @@ mod config;
 mod fs;
 mod limits;
 mod out;
+mod repository;
 mod sys;
 
 /// Called by the entry point with the process's arguments in place; returns the exit code.

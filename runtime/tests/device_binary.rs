@@ -146,3 +146,82 @@ fn check_config_names_the_line() {
     let out = run(&["check-config", path.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("file too large"));
 }
+
+#[test]
+fn check_config_verifies_every_package_without_touching_the_repository() {
+    use nanostar_tools::manifest::SourceManifest;
+    use nanostar_tools::package::{PackInput, pack};
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = nanostar_tools::keys::generate(&dir.path().join("release")).unwrap();
+    let pair = nanostar_tools::keys::read_secret(&secret).unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("file"), b"content").unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let manifest = |name: &str| {
+        SourceManifest::parse(&format!(
+            "name = \"{name}\"\nversion = \"1.0.0\"\nuid = 1\ngid = 1\n"
+        ))
+        .unwrap()
+    };
+    let signed = manifest("signed");
+    let good = pack(
+        &PackInput {
+            manifest: &signed,
+            root: &root,
+            key: Some(&pair),
+            arch: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+    .bytes;
+    std::fs::write(repo.join("signed-1.0.0.npk"), &good).unwrap();
+    std::fs::write(repo.join("cut.npk"), &good[..good.len() / 2]).unwrap();
+    let plain = manifest("plain");
+    let unsigned = pack(
+        &PackInput {
+            manifest: &plain,
+            root: &root,
+            key: None,
+            arch: None,
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+    .bytes;
+    std::fs::write(repo.join("plain-1.0.0.npk"), &unsigned).unwrap();
+    std::fs::write(repo.join(".tmp-interrupted"), b"partial").unwrap();
+    let config = dir.path().join("nanostar.conf");
+    let text = format!(
+        "run_dir = \"/run/n\"\ndata_dir = \"/d\"\nsocket = \"/run/n/s\"\n[repository.main]\ndir = \"{}\"\nkeys = [\"{}\"]\n",
+        repo.display(),
+        public.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = run(&["check-config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("signed 1.0.0 (signed-1.0.0.npk)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cut.npk: skipped: the file length differs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("plain-1.0.0.npk: skipped: not signed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 packages verified"), "{stdout}");
+    assert!(
+        repo.join(".tmp-interrupted").exists(),
+        "check-config must not change the repository"
+    );
+}

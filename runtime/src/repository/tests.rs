@@ -1,0 +1,217 @@
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::vec::Vec as StdVec;
+
+use ed25519_compact::KeyPair;
+use nanostar_protocol::npk::Arch;
+use nanostar_tools::manifest::SourceManifest;
+use nanostar_tools::package::{PackInput, pack};
+
+use super::*;
+
+fn key_pair(dir: &Path, name: &str) -> KeyPair {
+    let (secret, _) = nanostar_tools::keys::generate(&dir.join(name)).unwrap();
+    nanostar_tools::keys::read_secret(&secret).unwrap()
+}
+
+fn package(name: &str, version: &str, key: Option<&KeyPair>) -> StdVec<u8> {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("data.txt"), format!("{name} {version}")).unwrap();
+    let toml = format!(
+        "name = \"{name}\"\nversion = \"{version}\"\ninit = \"/bin/app\"\nuid = 1000\ngid = 1000\n"
+    );
+    let source = SourceManifest::parse(&toml).unwrap();
+    let input = PackInput {
+        manifest: &source,
+        root: root.path(),
+        key,
+        arch: Some(Arch::X86_64),
+    };
+    pack(&input, &mut |_| {}).unwrap().bytes
+}
+
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        Repo {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn put(&self, file: &str, bytes: &[u8]) {
+        std::fs::write(self.dir.path().join(file), bytes).unwrap();
+    }
+
+    /// Scans with `keys`; returns the table and the report as text lines.
+    fn scan(&self, keys: &[PublicKey]) -> (Packages, StdVec<std::string::String>) {
+        let mut table = Packages::new();
+        let mut scratch = std::boxed::Box::new([0u8; SCRATCH_LEN]);
+        let mut events = StdVec::new();
+        let dir = CString::new(self.dir.path().as_os_str().as_bytes()).unwrap();
+        scan(
+            3,
+            &dir,
+            keys,
+            Leftovers::Remove,
+            &mut table,
+            &mut scratch,
+            &mut |e| events.push(format!("{e:?}")),
+        )
+        .unwrap();
+        events.sort();
+        (table, events)
+    }
+}
+
+#[test]
+fn signed_packages_are_verified_and_listed() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let (release, other) = (
+        key_pair(keys_dir.path(), "release"),
+        key_pair(keys_dir.path(), "other"),
+    );
+    let repo = Repo::new();
+    repo.put(
+        "hello-1.0.0.npk",
+        &package("hello", "1.0.0", Some(&release)),
+    );
+    repo.put(
+        "hello-1.1.0.npk",
+        &package("hello", "1.1.0", Some(&release)),
+    );
+    repo.put(
+        "stranger-1.0.0.npk",
+        &package("stranger", "1.0.0", Some(&other)),
+    );
+    repo.put("unsigned-1.0.0.npk", &package("unsigned", "1.0.0", None));
+    repo.put("README.txt", b"not a package");
+    let trusted = [PublicKey(*release.pk)];
+    let (table, events) = repo.scan(&trusted);
+    assert_eq!(table.len(), 2, "{events:#?}");
+    let hello = table.find("hello", &Version::new(1, 1, 0)).unwrap();
+    assert_eq!(
+        (hello.repository, hello.file.as_str()),
+        (3, "hello-1.1.0.npk")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("stranger-1.0.0.npk") && e.contains("UnknownKey")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("unsigned-1.0.0.npk") && e.contains("Unsigned")),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| e.contains("README")));
+    // Key rotation: a second trusted key accepts the stranger too.
+    let (table, _) = repo.scan(&[PublicKey(*other.pk), PublicKey(*release.pk)]);
+    assert_eq!(table.len(), 3);
+}
+
+#[test]
+fn a_repository_without_keys_takes_unsigned_and_signed_packages() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let release = key_pair(keys_dir.path(), "release");
+    let repo = Repo::new();
+    repo.put("a.npk", &package("a", "0.1.0", None));
+    repo.put("b.npk", &package("b", "0.1.0", Some(&release)));
+    let (table, _) = repo.scan(&[]);
+    assert_eq!(table.len(), 2);
+}
+
+#[test]
+fn broken_files_are_reported_and_skipped() {
+    let repo = Repo::new();
+    let good = package("good", "1.0.0", None);
+    repo.put("good.npk", &good);
+    repo.put("truncated.npk", &good[..good.len() - 4096]);
+    repo.put("tiny.npk", &good[..100]);
+    repo.put("empty.npk", b"");
+    let mut manifest_flip = good.clone();
+    manifest_flip[HEADER_LEN + 3] ^= 1;
+    repo.put("manifest.npk", &manifest_flip);
+    repo.put("zip.npk", b"PK\x03\x04 definitely not an npk");
+    repo.put("copy.npk", &good);
+    repo.put(".tmp-install-17", &good[..5000]);
+    let (table, events) = repo.scan(&[]);
+    assert_eq!(table.len(), 1, "{events:#?}");
+    let expect = [
+        ("truncated.npk", "FileLength"),
+        ("tiny.npk", "Truncated"),
+        ("empty.npk", "Truncated"),
+        ("manifest.npk", "ManifestDigest"),
+        ("zip.npk", "Magic"),
+    ];
+    for (file, why) in expect {
+        assert!(
+            events.iter().any(|e| e.contains(file) && e.contains(why)),
+            "{file}: {events:#?}"
+        );
+    }
+    // Whichever of good.npk and copy.npk came second is the duplicate.
+    assert!(
+        events.iter().any(|e| e.contains("Duplicate")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("RemovedTemp(\".tmp-install-17\")")),
+        "{events:#?}"
+    );
+    assert!(!repo.dir.path().join(".tmp-install-17").exists());
+}
+
+#[test]
+fn a_full_table_is_an_error_not_a_panic() {
+    let mut table = Packages::new();
+    for i in 0..MAX_PACKAGES {
+        let p = Package {
+            name: String::try_from("p").unwrap(),
+            version: Version::new(0, 0, i as u32),
+            repository: 0,
+            file: String::new(),
+            size: 0,
+        };
+        table.insert(p).unwrap();
+    }
+    let one_more = Package {
+        name: String::try_from("q").unwrap(),
+        version: Version::new(1, 0, 0),
+        repository: 0,
+        file: String::new(),
+        size: 0,
+    };
+    assert_eq!(table.insert(one_more).unwrap_err(), Rejection::TableFull);
+    let duplicate = Package {
+        name: String::try_from("p").unwrap(),
+        version: Version::new(0, 0, 0),
+        repository: 1,
+        file: String::new(),
+        size: 0,
+    };
+    assert_eq!(table.insert(duplicate).unwrap_err(), Rejection::Duplicate);
+}
+
+#[test]
+fn a_missing_directory_is_an_error_for_the_caller() {
+    let mut table = Packages::new();
+    let mut scratch = std::boxed::Box::new([0u8; SCRATCH_LEN]);
+    let r = scan(
+        0,
+        c"/nonexistent/repo",
+        &[],
+        Leftovers::Keep,
+        &mut table,
+        &mut scratch,
+        &mut |_| {},
+    );
+    assert_eq!(r, Err(Errno::NOENT));
+}
