@@ -85,7 +85,11 @@ fn device_builds_are_static_without_libc() {
         }
         assert!(!text.contains(".symtab"), "{target}: not stripped");
         // DESIGN.md's budget for the stripped binary with all features (a size, not a time).
-        assert!(bytes.len() <= 128 * 1024, "{target}: {} bytes, over the 128 KiB budget", bytes.len());
+        assert!(
+            bytes.len() <= 128 * 1024,
+            "{target}: {} bytes, over the 128 KiB budget",
+            bytes.len()
+        );
         eprintln!("{target}: {} bytes", bytes.len());
     }
 }
