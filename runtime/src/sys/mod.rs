@@ -3,10 +3,14 @@
 //! Every `unsafe` block says why it is sound.
 #![allow(unsafe_code)]
 
+pub mod dm;
 #[cfg(nanostar_device)]
 mod entry;
+pub mod loopdev;
 #[cfg(nanostar_device)]
 mod mem;
+pub mod signals;
+mod syscall;
 
 /// The program's arguments (argv[1..]) as bytes.
 #[cfg(nanostar_device)]

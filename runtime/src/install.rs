@@ -1,0 +1,192 @@
+//! Installing a package into a repository so that a power cut at any moment leaves either
+//! the old state or the new one (DESIGN.md decision 14):
+//!
+//! 1. the bytes go into `.tmp-N` in the repository directory (removed at start-up if the
+//!    runtime died meanwhile), never past the announced size or the repository's limit;
+//! 2. `fsync` of the file, then the same verification as at start-up (signature, length,
+//!    digests) on what is on disk;
+//! 3. `renameat2(RENAME_NOREPLACE)` to `NAME-VERSION.npk`, then `fsync` of the directory.
+//!
+//! An [`Install`] that is dropped before [`Install::finish`] (client gone, timeout,
+//! error) removes its temporary file.
+
+use core::ffi::CStr;
+use core::fmt::Write as _;
+
+use heapless::String;
+use nanostar_protocol::npk::PublicKey;
+use rustix::fd::OwnedFd;
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+
+use crate::limits::MAX_FILE_NAME_LEN;
+use crate::repository::{
+    self, NPK_EXTENSION, Package, Packages, Rejection, SCRATCH_LEN, TEMP_PREFIX,
+};
+
+/// Why an install failed. Nothing is left behind in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallError {
+    /// The announced size is above the repository's limit.
+    TooLarge,
+    /// More bytes arrived than were announced.
+    Overrun,
+    /// Fewer bytes arrived than were announced.
+    Incomplete,
+    /// The package failed verification, or is a duplicate, or the table is full.
+    Rejected(Rejection),
+    /// A file operation failed (disk full, read-only file system, ...).
+    Io(Errno),
+}
+
+/// An install in progress.
+pub struct Install {
+    dir: OwnedFd,
+    tmp: Option<OwnedFd>,
+    tmp_name: String<32>,
+    repository: u8,
+    expected: u64,
+    written: u64,
+}
+
+impl Install {
+    /// Starts an install of `size` bytes into the repository directory `dir`; `serial`
+    /// makes the temporary name unique among concurrent installs.
+    pub fn begin(
+        dir: &CStr,
+        repository: u8,
+        size: u64,
+        limit: u64,
+        serial: u32,
+    ) -> Result<Install, InstallError> {
+        if size > limit {
+            return Err(InstallError::TooLarge);
+        }
+        let dir = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(InstallError::Io)?;
+        let mut tmp_name = String::new();
+        // Cannot overflow: the prefix and a u32 fit in 32 bytes.
+        let _ = write!(tmp_name, "{TEMP_PREFIX}{serial}");
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        let tmp = rustix::fs::openat(&dir, tmp_name.as_str(), flags, Mode::from_raw_mode(0o644))
+            .map_err(InstallError::Io)?;
+        Ok(Install {
+            dir,
+            tmp: Some(tmp),
+            tmp_name,
+            repository,
+            expected: size,
+            written: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes announced.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// Appends a chunk.
+    pub fn write(&mut self, mut chunk: &[u8]) -> Result<(), InstallError> {
+        if self.written + chunk.len() as u64 > self.expected {
+            return Err(InstallError::Overrun);
+        }
+        let tmp = self.tmp.as_ref().ok_or(InstallError::Io(Errno::BADF))?;
+        while !chunk.is_empty() {
+            match rustix::io::write(tmp, chunk) {
+                Ok(n) => {
+                    chunk = &chunk[n..];
+                    self.written += n as u64;
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(InstallError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the package durable, verifies it, renames it into place, and adds it to
+    /// `table`.
+    pub fn finish<'t>(
+        mut self,
+        keys: &[PublicKey],
+        table: &'t mut Packages,
+        scratch: &mut [u8; SCRATCH_LEN],
+    ) -> Result<&'t Package, InstallError> {
+        if self.written != self.expected {
+            return Err(InstallError::Incomplete);
+        }
+        let tmp = self.tmp.take().ok_or(InstallError::Io(Errno::BADF))?;
+        rustix::fs::fsync(&tmp).map_err(InstallError::Io)?;
+        drop(tmp);
+        // Verify what is on disk, through a fresh read-only descriptor.
+        let file = rustix::fs::openat(
+            &self.dir,
+            self.tmp_name.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(InstallError::Io)?;
+        let examined = repository::examine(&file, keys, scratch).map_err(InstallError::Rejected)?;
+        if table.find(examined.name, &examined.version).is_some() {
+            return Err(InstallError::Rejected(Rejection::Duplicate));
+        }
+        let mut name: String<MAX_FILE_NAME_LEN> = String::new();
+        write!(
+            name,
+            "{}-{}{NPK_EXTENSION}",
+            examined.name, examined.version
+        )
+        .map_err(|_| InstallError::Rejected(Rejection::FileName))?;
+        let package = Package {
+            name: String::try_from(examined.name)
+                .map_err(|_| InstallError::Rejected(Rejection::FileName))?,
+            version: examined.version,
+            repository: self.repository,
+            file: name.clone(),
+            size: examined.size,
+        };
+        rustix::fs::renameat_with(
+            &self.dir,
+            self.tmp_name.as_str(),
+            &self.dir,
+            name.as_str(),
+            RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| match e {
+            Errno::EXIST => InstallError::Rejected(Rejection::Duplicate),
+            other => InstallError::Io(other),
+        })?;
+        self.tmp_name.clear();
+        if let Err(e) = rustix::fs::fsync(&self.dir) {
+            // The rename may not survive a power cut: undo it rather than list a package
+            // that could vanish.
+            let _ = rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty());
+            return Err(InstallError::Io(e));
+        }
+        table.insert(package).map_err(|why| {
+            let _ = rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty());
+            InstallError::Rejected(why)
+        })
+    }
+}
+
+impl Drop for Install {
+    /// An unfinished install leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.tmp_name.is_empty() {
+            let _ = rustix::fs::unlinkat(&self.dir, self.tmp_name.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::vec::Vec as StdVec;
+
+use nanostar_protocol::npk::{Arch, HeaderError};
+use nanostar_protocol::version::Version;
+use nanostar_tools::manifest::SourceManifest;
+use nanostar_tools::package::{PackInput, pack};
+
+use super::*;
+
+fn package(name: &str, key: Option<&ed25519_compact::KeyPair>) -> StdVec<u8> {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("data"), vec![7u8; 50_000]).unwrap();
+    let source = SourceManifest::parse(&format!(
+        "name = \"{name}\"\nversion = \"2.0.0\"\nuid = 1\ngid = 1\n"
+    ))
+    .unwrap();
+    pack(
+        &PackInput {
+            manifest: &source,
+            root: root.path(),
+            key,
+            arch: Some(Arch::Any),
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+    .bytes
+}
+
+fn c(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+fn files(dir: &Path) -> StdVec<std::string::String> {
+    let mut names: StdVec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Installs `bytes` in chunks of `chunk` bytes.
+fn install(
+    dir: &Path,
+    bytes: &[u8],
+    keys: &[PublicKey],
+    table: &mut Packages,
+) -> Result<Package, InstallError> {
+    let mut scratch = std::boxed::Box::new([0u8; SCRATCH_LEN]);
+    let mut i = Install::begin(&c(dir), 1, bytes.len() as u64, 1 << 30, 7)?;
+    for part in bytes.chunks(4000) {
+        i.write(part)?;
+    }
+    i.finish(keys, table, &mut scratch).cloned()
+}
+
+#[test]
+fn install_lands_under_its_name_and_in_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = Packages::new();
+    let bytes = package("app", None);
+    let p = install(dir.path(), &bytes, &[], &mut table).unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.version, p.repository, p.file.as_str()),
+        ("app", Version::new(2, 0, 0), 1, "app-2.0.0.npk")
+    );
+    assert_eq!(files(dir.path()), ["app-2.0.0.npk"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("app-2.0.0.npk")).unwrap(),
+        bytes
+    );
+    assert_eq!(table.len(), 1);
+    // The same name and version again is refused, and leaves nothing behind.
+    assert_eq!(
+        install(dir.path(), &bytes, &[], &mut table).unwrap_err(),
+        InstallError::Rejected(Rejection::Duplicate)
+    );
+    assert_eq!(files(dir.path()), ["app-2.0.0.npk"]);
+}
+
+#[test]
+fn sizes_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = c(dir.path());
+    assert_eq!(
+        Install::begin(&d, 0, 2000, 1000, 1).err(),
+        Some(InstallError::TooLarge)
+    );
+    let mut i = Install::begin(&d, 0, 10, 1000, 2).unwrap();
+    i.write(&[0; 8]).unwrap();
+    assert_eq!(i.write(&[0; 3]), Err(InstallError::Overrun));
+    assert_eq!(files(dir.path()), [".tmp-2"]);
+    drop(i);
+    assert!(
+        files(dir.path()).is_empty(),
+        "a dropped install leaves nothing"
+    );
+    let mut table = Packages::new();
+    let mut scratch = std::boxed::Box::new([0u8; SCRATCH_LEN]);
+    let mut short = Install::begin(&d, 0, 10, 1000, 3).unwrap();
+    short.write(&[0; 4]).unwrap();
+    assert_eq!(
+        short.finish(&[], &mut table, &mut scratch).err(),
+        Some(InstallError::Incomplete)
+    );
+    assert!(files(dir.path()).is_empty());
+}
+
+#[test]
+fn bad_packages_are_refused_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let (secret, _) = nanostar_tools::keys::generate(&keys_dir.path().join("k")).unwrap();
+    let pair = nanostar_tools::keys::read_secret(&secret).unwrap();
+    let trusted = [PublicKey(*pair.pk)];
+    let mut table = Packages::new();
+    let unsigned = package("plain", None);
+    assert_eq!(
+        install(dir.path(), &unsigned, &trusted, &mut table).unwrap_err(),
+        InstallError::Rejected(Rejection::Header(HeaderError::Unsigned))
+    );
+    let mut tampered = package("signed", Some(&pair));
+    tampered[200] ^= 1;
+    assert_eq!(
+        install(dir.path(), &tampered, &trusted, &mut table).unwrap_err(),
+        InstallError::Rejected(Rejection::Header(HeaderError::Signature))
+    );
+    assert!(files(dir.path()).is_empty());
+    let good = package("signed", Some(&pair));
+    install(dir.path(), &good, &trusted, &mut table).unwrap();
+    assert_eq!(files(dir.path()), ["signed-2.0.0.npk"]);
+}
+
+#[test]
+fn a_missing_repository_is_an_io_error() {
+    assert_eq!(
+        Install::begin(c"/nonexistent/repo", 0, 1, 10, 1).err(),
+        Some(InstallError::Io(Errno::NOENT))
+    );
+}

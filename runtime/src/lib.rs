@@ -1,0 +1,33 @@
+//! The nanostar device runtime as a library; `src/main.rs` is the `nanostar` binary. One
+//! static binary, `no_std`, no libc, no allocator, no threads (DESIGN.md decision 1).
+//!
+//! Device targets (`.cargo/config.toml` sets `--cfg nanostar_device` for them) get our own
+//! `_start` and no std. Host builds (`cargo build`, `cargo test` on the workspace) are an
+//! ordinary std program around the same code, so workspace-wide builds work; the
+//! integration tests run the real device build for x86_64 (`runtime/tests/`).
+//!
+//! - [`sys`]: the only unsafe code: entry point, mem functions, raw syscalls, ioctls.
+//! - [`config`]: the configuration file.
+//! - [`repository`]: verified packages in repository directories.
+//! - [`install`]: power-loss-safe installs.
+//! - [`mount`]: loop + dm-verity + squashfs.
+//! - [`cli`]: the command line.
+//! - [`out`], [`fs`]: buffered text output, small file reads.
+//! - [`limits`]: every capacity, in one place.
+#![cfg_attr(nanostar_device, no_std)]
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod fs;
+pub mod install;
+pub mod limits;
+pub mod mount;
+pub mod out;
+pub mod repository;
+pub mod sys;
+
+/// Called by the entry point with the process's arguments in place; returns the exit code.
+pub fn start() -> u8 {
+    cli::run(sys::args())
+}
