@@ -12,6 +12,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod console;
 pub mod hex;
 pub mod limits;
 mod names;

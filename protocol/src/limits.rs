@@ -40,3 +40,26 @@ pub const MAX_MANIFEST_LEN: usize = 16 * 1024;
 pub const MAX_SECCOMP_INSTRUCTIONS: usize = 4096;
 /// Most trusted public keys per repository.
 pub const MAX_REPOSITORY_KEYS: usize = 8;
+
+// Console protocol (`docs/protocol.md`). Per connection the runtime holds one receive
+// buffer of `MAX_FRAME_LEN` and one send buffer of `MAX_WIRE_FRAME_LEN`, so these set the
+// RAM a client costs.
+
+/// Largest piece of bulk data in one console message: an install chunk, a piece of the
+/// manifest in an inspect reply, a piece of a log. Two pages, so the runtime writes an
+/// install in whole pages.
+pub const MAX_CHUNK_LEN: usize = 8 * 1024;
+/// Largest console message: the postcard bytes of one frame before COBS. A chunk plus room
+/// for the message around it (under 200 bytes today; the rest is for appended fields).
+/// Tests prove every message at its limits fits.
+pub const MAX_FRAME_LEN: usize = MAX_CHUNK_LEN + 512;
+/// Largest frame on the wire: `MAX_FRAME_LEN` after COBS (at most one byte per 254, plus
+/// one) and the `0x00` delimiter.
+pub const MAX_WIRE_FRAME_LEN: usize = MAX_FRAME_LEN + MAX_FRAME_LEN / 254 + 2;
+/// Most packages in one `list` reply; a client pages through more with a cursor.
+pub const MAX_LIST_PAGE: usize = 32;
+/// Longest client identification in the handshake (printable ASCII, for the runtime's log).
+pub const MAX_CLIENT_NAME_LEN: usize = 64;
+/// Most bytes of all arguments, environment keys and values of one `start` override
+/// together (each one is also bounded by the manifest's limits).
+pub const MAX_START_OVERRIDE_LEN: usize = 4096;
