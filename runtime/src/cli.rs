@@ -10,23 +10,90 @@ use crate::limits::{MAX_CONFIG_LEN, MAX_PATH_LEN, MAX_REPOSITORIES, MAX_REPOSITO
 use crate::repository::{self, Leftovers, Packages, ScanEvent};
 use crate::{errln, outln};
 
-const USAGE: &str = "usage: nanostar check-config FILE | nanostar --version";
+const USAGE: &str = "usage:
+  nanostar run CONFIG                      start the runtime
+  nanostar check-config CONFIG             check a configuration and the packages it finds
+  nanostar [--socket PATH] [--json] COMMAND
+    list | inspect NAME [VERSION] | install FILE [--repo NAME]
+    uninstall NAME VERSION [--wipe] | mount NAME VERSION | umount NAME VERSION
+    shutdown | notifications
+  nanostar --version";
+
+/// Most command-line words.
+const MAX_ARGS: usize = 16;
 
 /// Runs the command given by `args` (without the program name).
-pub fn run<'a>(mut args: impl Iterator<Item = &'a [u8]>) -> u8 {
-    match (args.next(), args.next(), args.next()) {
-        (Some(b"--version" | b"-V"), None, None) => {
+pub fn run<'a>(args: impl Iterator<Item = &'a [u8]>) -> u8 {
+    let mut words: Vec<&str, MAX_ARGS> = Vec::new();
+    for arg in args {
+        let Ok(word) = core::str::from_utf8(arg) else {
+            return usage();
+        };
+        if words.push(word).is_err() {
+            return usage();
+        }
+    }
+    match words.as_slice() {
+        ["--version" | "-V"] => {
             outln!("nanostar {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        (Some(b"--help" | b"-h"), None, None) => {
+        ["--help" | "-h"] => {
             outln!("{USAGE}");
             0
         }
-        (Some(b"check-config"), Some(path), None) => check_config(path),
-        _ => {
-            errln!("{USAGE}");
-            2
+        ["check-config", path] => check_config(path.as_bytes()),
+        ["run", path] => run_runtime(path),
+        _ => crate::commands::run(&words).unwrap_or_else(usage),
+    }
+}
+
+fn usage() -> u8 {
+    errln!("{USAGE}");
+    2
+}
+
+/// Reads and parses the configuration at `path` into `buf`, or says why not.
+fn load_config<'b>(path: &str, buf: &'b mut [u8; MAX_CONFIG_LEN]) -> Option<config::Config<'b>> {
+    let text = match crate::fs::read_to_buf(path.as_bytes(), buf) {
+        Ok(bytes) => match core::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => {
+                errln!(
+                    "nanostar: {path}: {}",
+                    config::ConfigError {
+                        line: 0,
+                        problem: config::Problem::File
+                    }
+                );
+                return None;
+            }
+        },
+        Err(e) => {
+            errln!("nanostar: {path}: {e}");
+            return None;
+        }
+    };
+    match config::parse(text) {
+        Ok(cfg) => Some(cfg),
+        Err(e) => {
+            errln!("nanostar: {path}: {e}");
+            None
+        }
+    }
+}
+
+/// `nanostar run CONFIG`: serves until SIGTERM, SIGINT or a shutdown request.
+fn run_runtime(path: &str) -> u8 {
+    let mut buf = [0u8; MAX_CONFIG_LEN];
+    let Some(cfg) = load_config(path, &mut buf) else {
+        return 1;
+    };
+    match crate::server::run(&cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            errln!("nanostar: cannot start: {e}");
+            1
         }
     }
 }
@@ -38,31 +105,8 @@ pub fn run<'a>(mut args: impl Iterator<Item = &'a [u8]>) -> u8 {
 fn check_config(path: &[u8]) -> u8 {
     let shown = core::str::from_utf8(path).unwrap_or("<config>");
     let mut buf = [0u8; MAX_CONFIG_LEN];
-    let text = match crate::fs::read_to_buf(path, &mut buf) {
-        Ok(bytes) => match core::str::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => {
-                errln!(
-                    "nanostar: {shown}: {}",
-                    config::ConfigError {
-                        line: 0,
-                        problem: config::Problem::File
-                    }
-                );
-                return 1;
-            }
-        },
-        Err(e) => {
-            errln!("nanostar: {shown}: {e}");
-            return 1;
-        }
-    };
-    let cfg = match config::parse(text) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            errln!("nanostar: {shown}: {e}");
-            return 1;
-        }
+    let Some(cfg) = load_config(shown, &mut buf) else {
+        return 1;
     };
     // Every key file first: a broken one is a configuration error.
     let mut all_keys: Vec<Vec<PublicKey, MAX_REPOSITORY_KEYS>, MAX_REPOSITORIES> = Vec::new();

@@ -10,7 +10,7 @@ use heapless::Vec;
 use nanostar_protocol::npk::manifest::{check_name, check_path};
 use nanostar_protocol::permissions::Permissions;
 
-use crate::limits::{MAX_CONSOLE_RULES, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
+use crate::limits::{MAX_CLIENTS, MAX_CONSOLE_RULES, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
 
 /// Default limit on a package installed into a repository without `max_install_size`.
 pub const DEFAULT_MAX_INSTALL_SIZE: u64 = 64 << 20;
@@ -76,6 +76,16 @@ pub struct Limits {
     pub max_clients: u16,
     /// An install with no chunk for this long is aborted.
     pub install_timeout_ms: u32,
+}
+
+impl Config<'_> {
+    /// The permissions of a peer: the union of the rules for its uid and its gid.
+    pub fn permissions(&self, uid: u32, gid: u32) -> Permissions {
+        self.console
+            .iter()
+            .filter(|r| r.peer == Peer::Uid(uid) || r.peer == Peer::Gid(gid))
+            .fold(Permissions::NONE, |acc, r| acc.union(r.permissions))
+    }
 }
 
 /// What is wrong with a line.
@@ -415,7 +425,10 @@ fn set_limit(
     let bad = || at(line, Problem::Value);
     match key {
         "max_clients" => {
-            limits.max_clients = u16::try_from(n).ok().filter(|&n| n > 0).ok_or_else(bad)?
+            limits.max_clients = u16::try_from(n)
+                .ok()
+                .filter(|&n| n > 0 && usize::from(n) <= MAX_CLIENTS)
+                .ok_or_else(bad)?
         }
         "install_timeout_ms" => {
             limits.install_timeout_ms = u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(bad)?

@@ -97,3 +97,46 @@ pub fn errno_text(e: Errno) -> &'static str {
         _ => "system error",
     }
 }
+
+/// Removes `parent/name` and everything below it, without following symbolic links
+/// (`uninstall --wipe` of a package's data directory). A missing entry is not an error.
+pub fn remove_tree(parent: &str, name: &str) -> Result<(), Errno> {
+    let mut buf = [0u8; MAX_PATH_LEN + 1];
+    let dir = c_path(parent, &mut buf).map_err(|_| Errno::NAMETOOLONG)?;
+    let parent_fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut name_buf = [0u8; MAX_PATH_LEN + 1];
+    let name = c_path(name, &mut name_buf).map_err(|_| Errno::NAMETOOLONG)?;
+    remove_at(&parent_fd, name, 0)
+}
+
+fn remove_at(dir: &impl rustix::fd::AsFd, name: &CStr, depth: usize) -> Result<(), Errno> {
+    use rustix::fs::AtFlags;
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e),
+    }
+    if depth >= crate::limits::MAX_TREE_DEPTH {
+        return Err(Errno::LOOP);
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); 1024];
+    let mut entries = rustix::fs::RawDir::new(&sub, &mut buf);
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        let child = entry.file_name();
+        if child != c"." && child != c".." {
+            remove_at(&sub, child, depth + 1)?;
+        }
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}

@@ -11,13 +11,16 @@
 //! - [`repository`]: verified packages in repository directories.
 //! - [`install`]: power-loss-safe installs.
 //! - [`mount`]: loop + dm-verity + squashfs.
-//! - [`cli`]: the command line.
+//! - [`server`]: the event loop serving the console.
+//! - [`cli`]: the command line; [`commands`] and [`client`]: talking to a running runtime.
 //! - [`out`], [`fs`]: buffered text output, small file reads.
 //! - [`limits`]: every capacity, in one place.
 #![cfg_attr(nanostar_device, no_std)]
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod client;
+pub mod commands;
 pub mod config;
 pub mod fs;
 pub mod install;
@@ -25,6 +28,7 @@ pub mod limits;
 pub mod mount;
 pub mod out;
 pub mod repository;
+pub mod server;
 pub mod sys;
 
 /// Called by the entry point with the process's arguments in place; returns the exit code.

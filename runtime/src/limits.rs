@@ -16,3 +16,11 @@ pub const OUTPUT_BUFFER_LEN: usize = 512;
 pub const MAX_PACKAGES: usize = 256;
 /// Longest file name of a package in a repository directory.
 pub const MAX_FILE_NAME_LEN: usize = 128;
+/// Console clients the runtime can serve at once (the configuration may set fewer).
+pub const MAX_CLIENTS: usize = 16;
+/// Encoded replies queued for one client; a client that lets more pile up is dropped.
+pub const OUTPUT_QUEUE_LEN: usize = 2 * MAX_WIRE_FRAME_LEN;
+/// Packages mounted at once.
+pub const MAX_MOUNTS_TOTAL: usize = 64;
+/// Deepest directory tree `uninstall --wipe` removes.
+pub const MAX_TREE_DEPTH: usize = 32;

@@ -87,14 +87,18 @@ impl fmt::Display for Rejection {
             Rejection::Header(HeaderError::FileLength) => {
                 f.write_str("the file length differs from its header: truncated or extended")
             }
-            Rejection::Header(e) => write!(f, "inconsistent header ({e:?})"),
+            Rejection::Header(_) => f.write_str(
+                "inconsistent header: corrupt or altered (`npk verify` says which field)",
+            ),
             Rejection::Content(ContentError::ManifestDigest) => {
                 f.write_str("the manifest does not match its signed digest")
             }
             Rejection::Content(ContentError::SeccompDigest) => {
                 f.write_str("the seccomp program does not match its signed digest")
             }
-            Rejection::Content(e) => write!(f, "bad manifest or seccomp program ({e:?})"),
+            Rejection::Content(_) => f.write_str(
+                "the manifest or seccomp program does not decode (`npk inspect` says why)",
+            ),
             Rejection::Duplicate => f.write_str("another file holds the same name and version"),
             Rejection::TableFull => f.write_str("too many packages: the package table is full"),
             Rejection::FileName => f.write_str("file name too long"),
@@ -142,11 +146,31 @@ impl Packages {
         self.entries.len()
     }
 
+    /// `true` when no package is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The package with this name and version.
     pub fn find(&self, name: &str, version: &Version) -> Option<&Package> {
         self.entries
             .iter()
             .find(|p| p.name == name && p.version == *version)
+    }
+
+    /// Removes the package with this name and version; `false` if there was none.
+    pub fn remove(&mut self, name: &str, version: &Version) -> bool {
+        match self
+            .entries
+            .iter()
+            .position(|p| p.name == name && p.version == *version)
+        {
+            Some(i) => {
+                self.entries.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Adds a package; refuses a second one with the same name and version.

@@ -116,6 +116,7 @@ fn errors_name_the_line() {
         (7, "[limits", Problem::Syntax),
         (8, "max_clients = 0", Problem::Value),
         (8, "max_clients = 70000", Problem::Value),
+        (8, "max_clients = 17", Problem::Value),
         (8, "max_clients = \"4\"", Problem::Value),
         (8, "max_clients = 99999999999999999999999", Problem::Value),
         (11, "[repository.sys tem]", Problem::Name),

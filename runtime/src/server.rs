@@ -1,0 +1,1162 @@
+//! The runtime's one event loop (DESIGN.md decision 2): the console socket and its clients,
+//! signals through a `signalfd`, and install deadlines, on one epoll set. Nothing blocks:
+//! every descriptor is non-blocking, an install is written chunk by chunk as frames arrive,
+//! and a client that does not read its replies is dropped rather than allowed to stall the
+//! loop or grow memory.
+
+use core::ffi::CStr;
+use core::fmt::Write as _;
+use core::mem::MaybeUninit;
+
+use heapless::{String, Vec};
+use nanostar_protocol::console::{
+    Error, FrameDecoder, FrameError, Inspected, Message, Notification, OLDEST_PROTOCOL_VERSION,
+    PROTOCOL_VERSION, PackageError, PackageId, PackageInfo, Reply, Request, Table, VersionMismatch,
+    Violation, Welcome, peek_hello_version, peek_request_id,
+};
+use nanostar_protocol::limits::{MAX_CHUNK_LEN, MAX_FRAME_LEN, MAX_LIST_PAGE, MAX_WIRE_FRAME_LEN};
+use nanostar_protocol::npk::{PublicKey, Trust};
+use nanostar_protocol::permissions::Permissions;
+use nanostar_protocol::version::Version;
+use rustix::event::{Timespec, epoll};
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::time::ClockId;
+
+use crate::config::Config;
+use crate::install::{Install, InstallError};
+use crate::limits::{
+    MAX_CLIENTS, MAX_PATH_LEN, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS, OUTPUT_QUEUE_LEN,
+};
+use crate::mount::{self, MountError, MountSpec, Mounted, Verity};
+use crate::repository::{self, Leftovers, Package, Packages, Rejection, SCRATCH_LEN, ScanEvent};
+use crate::sys::signals::{self, SignalSet};
+use crate::{errln, fs};
+
+const SIGINT: u32 = 2;
+const SIGTERM: u32 = 15;
+/// epoll data of the listening socket and the signalfd; clients use their slot index.
+const TOKEN_LISTENER: u64 = u64::MAX;
+const TOKEN_SIGNALS: u64 = u64::MAX - 1;
+/// Events handled per `epoll_wait`.
+const EVENTS: usize = 16;
+/// Bytes read from a client at once.
+const READ_LEN: usize = 4096;
+
+/// Why the runtime could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartError {
+    /// A key file named in the configuration cannot be read.
+    Key(usize),
+    /// A directory of the configuration cannot be created.
+    Directory(Errno),
+    /// The console socket cannot be set up.
+    Socket(Errno),
+    /// epoll or the signalfd cannot be set up.
+    Setup(Errno),
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::Key(repo) => write!(
+                f,
+                "a key file of repository #{} cannot be read (run check-config)",
+                repo + 1
+            ),
+            StartError::Directory(e) => write!(
+                f,
+                "cannot create a directory of the configuration: {}",
+                fs::errno_text(*e)
+            ),
+            StartError::Socket(e) => write!(
+                f,
+                "cannot set up the console socket: {}",
+                fs::errno_text(*e)
+            ),
+            StartError::Setup(e) => {
+                write!(f, "cannot set up the event loop: {}", fs::errno_text(*e))
+            }
+        }
+    }
+}
+
+/// A package whose image is mounted.
+struct MountEntry {
+    name: String<{ crate::limits::MAX_NAME_LEN }>,
+    version: Version,
+    mounted: Mounted,
+}
+
+/// An install in progress on a connection.
+struct Upload {
+    id: u32,
+    install: Install,
+    repository: u8,
+    deadline: Timespec,
+}
+
+/// One console connection.
+struct Client {
+    /// epoll data of its socket.
+    token: u64,
+    fd: OwnedFd,
+    uid: u32,
+    gid: u32,
+    /// `None` until the handshake.
+    permissions: Option<Permissions>,
+    decoder: FrameDecoder<[u8; MAX_FRAME_LEN]>,
+    /// Encoded frames not yet written.
+    queue: Vec<u8, OUTPUT_QUEUE_LEN>,
+    subscribed: bool,
+    upload: Option<Upload>,
+    /// Close once the queue is written.
+    closing: bool,
+}
+
+/// The runtime's state.
+pub struct Runtime<'c> {
+    config: &'c Config<'c>,
+    /// Lent by `run`: a struct literal holding it would be built from a 48 KiB template.
+    keys: Vec<Vec<PublicKey, MAX_REPOSITORY_KEYS>, MAX_REPOSITORIES>,
+    packages: Packages,
+    mounts: Vec<MountEntry, { crate::limits::MAX_MOUNTS_TOTAL }>,
+    /// Connected clients; each is found by its epoll token, so removing one moves no other.
+    clients: Vec<Client, MAX_CLIENTS>,
+    next_token: u64,
+    scratch: &'c mut [u8; SCRATCH_LEN],
+    install_serial: u32,
+    shutdown: bool,
+}
+
+/// Runs the runtime with `config` until SIGTERM, SIGINT or a shutdown request; returns
+/// after everything is unmounted.
+pub fn run(config: &Config) -> Result<(), StartError> {
+    let signal_set = SignalSet::of(&[SIGTERM, SIGINT]);
+    signals::block(signal_set).map_err(StartError::Setup)?;
+    let signal_fd = signals::signalfd(signal_set).map_err(StartError::Setup)?;
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let mut runtime = Runtime::new(config, &mut scratch)?;
+    runtime.scan_repositories();
+    let listener = listen(config.socket)?;
+    let epoll_fd = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(StartError::Setup)?;
+    let readable = epoll::EventFlags::IN;
+    epoll::add(
+        &epoll_fd,
+        &listener,
+        epoll::EventData::new_u64(TOKEN_LISTENER),
+        readable,
+    )
+    .map_err(StartError::Setup)?;
+    epoll::add(
+        &epoll_fd,
+        &signal_fd,
+        epoll::EventData::new_u64(TOKEN_SIGNALS),
+        readable,
+    )
+    .map_err(StartError::Setup)?;
+    errln!(
+        "nanostar: serving {} packages on {}",
+        runtime.packages.len(),
+        config.socket
+    );
+    while !runtime.shutdown {
+        let mut events = [MaybeUninit::<epoll::Event>::uninit(); EVENTS];
+        let timeout = runtime.next_timeout();
+        let (ready, _) = match epoll::wait(&epoll_fd, &mut events, timeout.as_ref()) {
+            Ok(r) => r,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(StartError::Setup(e)),
+        };
+        for event in ready.iter() {
+            match event.data.u64() {
+                TOKEN_LISTENER => runtime.accept(&listener, &epoll_fd),
+                TOKEN_SIGNALS => runtime.read_signals(&signal_fd),
+                token => runtime.client_event(token, event.flags, &epoll_fd),
+            }
+        }
+        runtime.expire_uploads(&epoll_fd);
+    }
+    runtime.notify(Notification::ShuttingDown);
+    runtime.flush_all();
+    runtime.unmount_all();
+    let _ = rustix::fs::unlink(config.socket);
+    errln!("nanostar: shut down");
+    Ok(())
+}
+
+/// Binds the console socket, replacing a stale one left by a runtime that died.
+fn listen(path: &str) -> Result<OwnedFd, StartError> {
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(StartError::Socket)?;
+    let addr = SocketAddrUnix::new(path).map_err(StartError::Socket)?;
+    match rustix::fs::unlink(path) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(StartError::Socket(e)),
+    }
+    rustix::net::bind(&socket, &addr).map_err(StartError::Socket)?;
+    // Anyone may connect; what a peer may do depends on its credentials (SO_PEERCRED).
+    rustix::fs::chmod(path, Mode::from_raw_mode(0o666)).map_err(StartError::Socket)?;
+    rustix::net::listen(&socket, 16).map_err(StartError::Socket)?;
+    Ok(socket)
+}
+
+/// `mkdir -p` for an absolute path.
+fn create_dirs(path: &str) -> Result<(), Errno> {
+    let mut buf = [0u8; MAX_PATH_LEN + 1];
+    for (i, _) in path
+        .match_indices('/')
+        .skip(1)
+        .chain(core::iter::once((path.len(), "")))
+    {
+        let dir = fs::c_path(&path[..i], &mut buf).map_err(|_| Errno::NAMETOOLONG)?;
+        match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn now() -> Timespec {
+    rustix::time::clock_gettime(ClockId::Monotonic)
+}
+
+fn after_ms(ms: u32) -> Timespec {
+    let t = now();
+    let total_ns = t.tv_nsec + i64::from(ms % 1000) * 1_000_000;
+    Timespec {
+        tv_sec: t.tv_sec + i64::from(ms / 1000) + total_ns / 1_000_000_000,
+        tv_nsec: (total_ns % 1_000_000_000) as _,
+    }
+}
+
+fn is_before(a: &Timespec, b: &Timespec) -> bool {
+    (a.tv_sec, a.tv_nsec) < (b.tv_sec, b.tv_nsec)
+}
+
+impl<'c> Runtime<'c> {
+    fn new(
+        config: &'c Config<'c>,
+        scratch: &'c mut [u8; SCRATCH_LEN],
+    ) -> Result<Runtime<'c>, StartError> {
+        let mut keys = Vec::new();
+        for (index, repo) in config.repositories.iter().enumerate() {
+            let mut repo_keys = Vec::new();
+            for key in &repo.keys {
+                let k = fs::read_public_key(key.as_bytes()).map_err(|_| StartError::Key(index))?;
+                // Cannot overflow: the configuration bounds keys by the same constant.
+                let _ = repo_keys.push(k);
+            }
+            let _ = keys.push(repo_keys);
+        }
+        for dir in [config.run_dir, config.data_dir]
+            .into_iter()
+            .chain(config.repositories.iter().map(|r| r.dir))
+        {
+            create_dirs(dir).map_err(StartError::Directory)?;
+        }
+        Ok(Runtime {
+            config,
+            keys,
+            packages: Packages::new(),
+            mounts: Vec::new(),
+            clients: Vec::new(),
+            next_token: 0,
+            scratch,
+            install_serial: 0,
+            shutdown: false,
+        })
+    }
+
+    /// Verifies every repository into the package table; problems are logged and skipped.
+    fn scan_repositories(&mut self) {
+        for (index, repo) in self.config.repositories.iter().enumerate() {
+            let mut path = [0u8; MAX_PATH_LEN + 1];
+            let Ok(dir) = fs::c_path(repo.dir, &mut path) else {
+                continue;
+            };
+            let keys = &self.keys[index];
+            let report = &mut |event: ScanEvent| match event {
+                ScanEvent::Added(_) => {}
+                ScanEvent::Skipped { file, why } => {
+                    errln!("nanostar: repository {}: {file}: skipped: {why}", repo.name)
+                }
+                ScanEvent::RemovedTemp(file) => {
+                    errln!(
+                        "nanostar: repository {}: removed {file} (an install that did not finish)",
+                        repo.name
+                    )
+                }
+            };
+            if let Err(e) = repository::scan(
+                index as u8,
+                dir,
+                keys,
+                Leftovers::Remove,
+                &mut self.packages,
+                self.scratch,
+                report,
+            ) {
+                errln!("nanostar: repository {}: {}", repo.name, fs::errno_text(e));
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Timespec> {
+        let earliest = self
+            .clients
+            .iter()
+            .filter_map(|c| c.upload.as_ref().map(|u| u.deadline))
+            .min_by(|a, b| (a.tv_sec, a.tv_nsec).cmp(&(b.tv_sec, b.tv_nsec)))?;
+        let n = now();
+        let ns = (earliest.tv_sec - n.tv_sec) * 1_000_000_000 + (earliest.tv_nsec - n.tv_nsec);
+        let ns = ns.max(0);
+        Some(Timespec {
+            tv_sec: ns / 1_000_000_000,
+            tv_nsec: (ns % 1_000_000_000) as _,
+        })
+    }
+
+    fn read_signals(&mut self, fd: &OwnedFd) {
+        while let Ok(Some(signal)) = signals::read_signal(fd) {
+            if signal == SIGTERM || signal == SIGINT {
+                self.shutdown = true;
+            }
+        }
+    }
+
+    fn accept(&mut self, listener: &OwnedFd, epoll_fd: &OwnedFd) {
+        loop {
+            let fd = match rustix::net::accept_with(
+                listener,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::INTR) => continue,
+                Err(_) => return,
+            };
+            let limit = usize::from(self.config.limits.max_clients).min(MAX_CLIENTS);
+            if self.clients.len() >= limit {
+                refuse_full(&fd);
+                continue;
+            }
+            let Ok(cred) = rustix::net::sockopt::socket_peercred(&fd) else {
+                continue;
+            };
+            // Tokens below the listener's and the signalfd's, never reused in practice.
+            self.next_token = (self.next_token + 1) % TOKEN_SIGNALS;
+            let slot = self.next_token;
+            let data = epoll::EventData::new_u64(slot);
+            if epoll::add(
+                epoll_fd,
+                &fd,
+                data,
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+            )
+            .is_err()
+            {
+                continue;
+            }
+            let client = Client {
+                token: slot,
+                fd,
+                uid: cred.uid.as_raw(),
+                gid: cred.gid.as_raw(),
+                permissions: None,
+                decoder: FrameDecoder::new([0; MAX_FRAME_LEN]),
+                queue: Vec::new(),
+                subscribed: false,
+                upload: None,
+                closing: false,
+            };
+            // Cannot fail: checked for room above.
+            let _ = self.clients.push(client);
+        }
+    }
+
+    fn client(&mut self, token: u64) -> Option<&mut Client> {
+        self.clients.iter_mut().find(|c| c.token == token)
+    }
+
+    fn client_ref(&self, token: u64) -> Option<&Client> {
+        self.clients.iter().find(|c| c.token == token)
+    }
+
+    fn remove_client(&mut self, token: u64) {
+        if let Some(i) = self.clients.iter().position(|c| c.token == token) {
+            self.clients.swap_remove(i);
+        }
+    }
+
+    fn tokens(&self) -> Vec<u64, MAX_CLIENTS> {
+        self.clients.iter().map(|c| c.token).collect()
+    }
+
+    fn client_event(&mut self, slot: u64, flags: epoll::EventFlags, epoll_fd: &OwnedFd) {
+        if flags.contains(epoll::EventFlags::OUT) {
+            self.flush(slot);
+        }
+        if flags.intersects(
+            epoll::EventFlags::IN
+                | epoll::EventFlags::HUP
+                | epoll::EventFlags::RDHUP
+                | epoll::EventFlags::ERR,
+        ) {
+            self.read_client(slot);
+        }
+        self.settle(slot, epoll_fd);
+    }
+
+    /// Reads what the client sent and handles every complete frame.
+    fn read_client(&mut self, slot: u64) {
+        let mut bytes = [0u8; READ_LEN];
+        let mut frame = [0u8; MAX_FRAME_LEN];
+        loop {
+            let Some(client) = self.client(slot) else {
+                return;
+            };
+            let n = match rustix::io::read(&client.fd, &mut bytes) {
+                Ok(0) => {
+                    client.closing = true;
+                    client.queue.clear();
+                    return;
+                }
+                Ok(n) => n,
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return,
+                Err(_) => {
+                    client.closing = true;
+                    client.queue.clear();
+                    return;
+                }
+            };
+            let mut input = &bytes[..n];
+            loop {
+                let Some(client) = self.client(slot) else {
+                    return;
+                };
+                let len = match client.decoder.decode(&mut input) {
+                    None => break,
+                    Some(Ok(f)) => {
+                        frame[..f.len()].copy_from_slice(f);
+                        f.len()
+                    }
+                    Some(Err(e)) => {
+                        let why = match e {
+                            FrameError::TooLong => Violation::FrameTooLong,
+                            FrameError::Corrupt => Violation::Undecodable,
+                        };
+                        self.violation(slot, 0, why);
+                        continue;
+                    }
+                };
+                self.handle_frame(slot, &frame[..len]);
+            }
+        }
+    }
+
+    /// Answers a protocol violation; the connection closes after the reply.
+    fn violation(&mut self, slot: u64, id: u32, why: Violation) {
+        self.reply(slot, id, &Reply::Error(Error::ProtocolViolation(why)));
+        if let Some(c) = self.client(slot) {
+            c.closing = true;
+        }
+    }
+
+    fn handle_frame(&mut self, slot: u64, frame: &[u8]) {
+        let Some(client) = self.client_ref(slot) else {
+            return;
+        };
+        if client.permissions.is_none() {
+            return self.handshake(slot, frame);
+        }
+        let permissions = client.permissions.unwrap_or(Permissions::NONE);
+        let message = match Message::decode(frame) {
+            Ok(m) => m,
+            Err(_) => {
+                return self.violation(
+                    slot,
+                    peek_request_id(frame).unwrap_or(0),
+                    Violation::Undecodable,
+                );
+            }
+        };
+        let Message::Request { id, request } = message else {
+            return self.violation(slot, 0, Violation::Unexpected);
+        };
+        if !permissions.contains(request.permission()) {
+            return self.reply(slot, id, &Reply::Error(Error::PermissionDenied));
+        }
+        if self.shutdown {
+            return self.reply(slot, id, &Reply::Error(Error::ShuttingDown));
+        }
+        match request {
+            Request::List { after } => self.list(slot, id, after),
+            Request::Inspect {
+                name,
+                version,
+                manifest_offset,
+            } => self.inspect(slot, id, name, version, manifest_offset),
+            Request::InstallBegin {
+                repository,
+                size,
+                fd,
+            } => self.install_begin(slot, id, repository, size, fd),
+            Request::InstallChunk { data } => self.install_chunk(slot, id, data),
+            Request::InstallEnd => self.install_end(slot, id),
+            Request::InstallAbort => self.install_abort(slot, id),
+            Request::Uninstall { package, wipe } => self.uninstall(slot, id, package, wipe),
+            Request::Mount(package) => self.mount(slot, id, package),
+            Request::Umount(package) => self.umount(slot, id, package),
+            Request::Shutdown => {
+                self.shutdown = true;
+                self.reply(slot, id, &Reply::Ok);
+            }
+            Request::Subscribe | Request::Unsubscribe => {
+                if let Some(c) = self.client(slot) {
+                    c.subscribed = matches!(request, Request::Subscribe);
+                }
+                self.reply(slot, id, &Reply::Ok);
+            }
+            // Containers are the next step of the runtime (issue 4): refused, typed.
+            Request::Start { .. }
+            | Request::Stop { .. }
+            | Request::Kill { .. }
+            | Request::Logs { .. } => {
+                self.reply(slot, id, &Reply::Error(Error::Full(Table::Containers)))
+            }
+        }
+    }
+
+    fn handshake(&mut self, slot: u64, frame: &[u8]) {
+        let Some(version) = peek_hello_version(frame) else {
+            return self.violation(slot, 0, Violation::NoHello);
+        };
+        if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+            let refusal = Message::VersionMismatch(VersionMismatch {
+                runtime: PROTOCOL_VERSION,
+                oldest: OLDEST_PROTOCOL_VERSION,
+            });
+            self.send(slot, &refusal);
+            if let Some(c) = self.client(slot) {
+                c.closing = true;
+            }
+            return;
+        }
+        if !matches!(Message::decode(frame), Ok(Message::Hello(_))) {
+            return self.violation(slot, 0, Violation::Undecodable);
+        }
+        let config = self.config;
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        let permissions = config.permissions(client.uid, client.gid);
+        client.permissions = Some(permissions);
+        self.send(
+            slot,
+            &Message::Welcome(Welcome {
+                protocol_version: version,
+                permissions,
+            }),
+        );
+    }
+
+    fn reply(&mut self, slot: u64, id: u32, reply: &Reply) {
+        self.send(
+            slot,
+            &Message::Reply {
+                id,
+                reply: reply.clone(),
+            },
+        );
+    }
+
+    /// Queues a message for a client; a client whose queue is full is dropped.
+    fn send(&mut self, slot: u64, message: &Message) {
+        let mut wire = [0u8; MAX_WIRE_FRAME_LEN];
+        let Ok(bytes) = message.encode(&mut wire) else {
+            return;
+        };
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        if client.queue.extend_from_slice(bytes).is_err() {
+            // It does not read its replies: it may not hold the runtime's memory.
+            client.closing = true;
+            client.queue.clear();
+        }
+    }
+
+    fn notify(&mut self, notification: Notification) {
+        for slot in self.tokens() {
+            if self.client_ref(slot).is_some_and(|c| c.subscribed) {
+                self.send(slot, &Message::Notification(notification));
+            }
+        }
+    }
+
+    /// Writes as much of the client's queue as the socket takes.
+    fn flush(&mut self, slot: u64) {
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        while !client.queue.is_empty() {
+            match rustix::net::send(
+                &client.fd,
+                &client.queue,
+                SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+            ) {
+                Ok(n) => {
+                    let rest = client.queue.len() - n;
+                    client.queue.copy_within(n.., 0);
+                    client.queue.truncate(rest);
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return,
+                Err(_) => {
+                    client.queue.clear();
+                    client.closing = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for slot in self.tokens() {
+            self.flush(slot);
+        }
+    }
+
+    /// After handling a client's events: write its replies, then close it or wait for
+    /// the socket to drain.
+    fn settle(&mut self, slot: u64, epoll_fd: &OwnedFd) {
+        self.flush(slot);
+        let Some(client) = self.client_ref(slot) else {
+            return;
+        };
+        if client.closing && client.queue.is_empty() {
+            let _ = epoll::delete(epoll_fd, &client.fd);
+            // Dropping the client drops its install, which removes the temporary file.
+            self.remove_client(slot);
+            return;
+        }
+        let mut flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
+        if !client.queue.is_empty() {
+            flags |= epoll::EventFlags::OUT;
+        }
+        let _ = epoll::modify(epoll_fd, &client.fd, epoll::EventData::new_u64(slot), flags);
+    }
+
+    fn expire_uploads(&mut self, epoll_fd: &OwnedFd) {
+        let n = now();
+        for slot in self.tokens() {
+            let expired = self
+                .client_ref(slot)
+                .and_then(|c| c.upload.as_ref())
+                .filter(|u| is_before(&u.deadline, &n))
+                .map(|u| u.id);
+            if let Some(id) = expired {
+                if let Some(c) = self.client(slot) {
+                    c.upload = None;
+                }
+                self.reply(slot, id, &Reply::Error(Error::InstallTimeout));
+                self.settle(slot, epoll_fd);
+            }
+        }
+    }
+
+    fn repository_name(&self, index: u8) -> &'c str {
+        self.config
+            .repositories
+            .get(usize::from(index))
+            .map(|r| r.name)
+            .unwrap_or("")
+    }
+
+    fn is_mounted(&self, name: &str, version: &Version) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| m.name == name && m.version == *version)
+    }
+
+    fn info<'p>(&self, p: &'p Package) -> PackageInfo<'p>
+    where
+        'c: 'p,
+    {
+        PackageInfo {
+            package: PackageId {
+                name: &p.name,
+                version: p.version,
+            },
+            repository: self.repository_name(p.repository),
+            mounted: self.is_mounted(&p.name, &p.version),
+            running: false,
+        }
+    }
+
+    fn list(&mut self, slot: u64, id: u32, after: Option<PackageId>) {
+        fn key(p: &Package) -> (&str, Version) {
+            (p.name.as_str(), p.version)
+        }
+        let mut wire = [0u8; MAX_WIRE_FRAME_LEN];
+        let encoded = {
+            // (name, version) order, so paging is stable while packages come and go.
+            let mut page: Vec<&Package, MAX_LIST_PAGE> = Vec::new();
+            let mut more = false;
+            let mut cursor = after.map(|a| (a.name, a.version));
+            while let Some(next) = self
+                .packages
+                .iter()
+                .filter(|p| cursor.is_none_or(|c| key(p) > c))
+                .min_by_key(|p| key(p))
+            {
+                if page.push(next).is_err() {
+                    more = true;
+                    break;
+                }
+                cursor = Some(key(next));
+            }
+            let packages = page.iter().map(|p| self.info(p)).collect();
+            (Message::Reply {
+                id,
+                reply: Reply::Packages { packages, more },
+            })
+            .encode(&mut wire)
+            .map(|b| b.len())
+        };
+        if let Ok(len) = encoded {
+            self.queue_raw(slot, &wire[..len]);
+        }
+    }
+
+    fn queue_raw(&mut self, slot: u64, bytes: &[u8]) {
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        if client.queue.extend_from_slice(bytes).is_err() {
+            client.closing = true;
+            client.queue.clear();
+        }
+    }
+
+    /// The package called `name` (at `version`, or the newest).
+    fn find(&self, name: &str, version: Option<Version>) -> Option<&Package> {
+        match version {
+            Some(v) => self.packages.find(name, &v),
+            None => self
+                .packages
+                .iter()
+                .filter(|p| p.name == name)
+                .max_by_key(|p| p.version),
+        }
+    }
+
+    /// Opens a package's file and verifies it again (the file may have changed since
+    /// start-up); returns the descriptor with the examined header in `self.scratch`.
+    fn open_verified(
+        &mut self,
+        p: &Package,
+    ) -> Result<(OwnedFd, nanostar_protocol::npk::VerifiedHeader), Error<'static>> {
+        let repo = self
+            .config
+            .repositories
+            .get(usize::from(p.repository))
+            .ok_or(Error::NoSuchRepository)?;
+        let mut path = [0u8; MAX_PATH_LEN + 1];
+        let file = join(repo.dir, &p.file, &mut path)
+            .ok_or(Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
+        let fd = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(io_error)?;
+        let keys = &self.keys[usize::from(p.repository)];
+        let examined = repository::examine(&fd, keys, self.scratch).map_err(rejected)?;
+        Ok((fd, examined.header))
+    }
+
+    fn inspect(&mut self, slot: u64, id: u32, name: &str, version: Option<Version>, offset: u32) {
+        let Some(p) = self.find(name, version).cloned() else {
+            return self.reply(slot, id, &Reply::Error(Error::UnknownPackage));
+        };
+        let header = match self.open_verified(&p) {
+            Ok((_, header)) => header,
+            Err(e) => return self.reply(slot, id, &Reply::Error(e)),
+        };
+        let manifest_len = header.manifest_len as usize;
+        let start = (offset as usize).min(manifest_len);
+        let end = (start + MAX_CHUNK_LEN).min(manifest_len);
+        let key = match header.trust() {
+            Trust::Signed(k) => Some(k.0),
+            Trust::Unchecked => None,
+        };
+        // `examine` left the manifest right after the header in the scratch buffer.
+        let base = nanostar_protocol::npk::header::HEADER_LEN;
+        let manifest = &self.scratch[base + start..base + end];
+        let inspected = Inspected {
+            package: PackageInfo {
+                package: PackageId {
+                    name: &p.name,
+                    version: p.version,
+                },
+                repository: self.repository_name(p.repository),
+                mounted: self.is_mounted(&p.name, &p.version),
+                running: false,
+            },
+            size: p.size,
+            key,
+            manifest_len: header.manifest_len,
+            manifest_offset: start as u32,
+            manifest,
+        };
+        let mut wire = [0u8; MAX_WIRE_FRAME_LEN];
+        let encoded = (Message::Reply {
+            id,
+            reply: Reply::Inspected(inspected),
+        })
+        .encode(&mut wire)
+        .map(|b| b.len());
+        if let Ok(len) = encoded {
+            self.queue_raw(slot, &wire[..len]);
+        }
+    }
+
+    fn install_begin(&mut self, slot: u64, id: u32, repository: &str, size: u64, fd: bool) {
+        if fd {
+            // Passing the NPK as a descriptor is not served yet: the client streams it.
+            return self.violation(slot, id, Violation::Fd);
+        }
+        if self.client_ref(slot).is_some_and(|c| c.upload.is_some()) {
+            return self.violation(slot, id, Violation::InstallInProgress);
+        }
+        let Some((index, repo)) = self
+            .config
+            .repositories
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name == repository)
+        else {
+            return self.reply(slot, id, &Reply::Error(Error::NoSuchRepository));
+        };
+        let mut path = [0u8; MAX_PATH_LEN + 1];
+        let Ok(dir) = fs::c_path(repo.dir, &mut path) else {
+            return self.reply(slot, id, &Reply::Error(Error::NoSuchRepository));
+        };
+        self.install_serial = self.install_serial.wrapping_add(1);
+        match Install::begin(
+            dir,
+            index as u8,
+            size,
+            repo.max_install_size,
+            self.install_serial,
+        ) {
+            Ok(install) => {
+                let deadline = after_ms(self.config.limits.install_timeout_ms);
+                if let Some(c) = self.client(slot) {
+                    c.upload = Some(Upload {
+                        id,
+                        install,
+                        repository: index as u8,
+                        deadline,
+                    });
+                }
+                self.reply(slot, id, &Reply::InstallAccepted);
+            }
+            Err(e) => self.reply(slot, id, &Reply::Error(install_error(e))),
+        }
+    }
+
+    fn install_chunk(&mut self, slot: u64, id: u32, data: &[u8]) {
+        let timeout = self.config.limits.install_timeout_ms;
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        let Some(upload) = client.upload.as_mut().filter(|u| u.id == id) else {
+            return self.violation(slot, id, Violation::NoInstall);
+        };
+        upload.deadline = after_ms(timeout);
+        if let Err(e) = upload.install.write(data) {
+            client.upload = None;
+            match e {
+                InstallError::Overrun => self.violation(slot, id, Violation::InstallSize),
+                other => self.reply(slot, id, &Reply::Error(install_error(other))),
+            }
+        }
+    }
+
+    fn install_end(&mut self, slot: u64, id: u32) {
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        let Some(upload) = client.upload.take_if(|u| u.id == id) else {
+            return self.violation(slot, id, Violation::NoInstall);
+        };
+        if upload.install.written() != upload.install.expected() {
+            return self.violation(slot, id, Violation::InstallSize);
+        }
+        let keys = &self.keys[usize::from(upload.repository)];
+        let result = upload
+            .install
+            .finish(keys, &mut self.packages, self.scratch)
+            .map(|p| (p.name.clone(), p.version, p.repository));
+        match result {
+            Ok((name, version, repository)) => {
+                let package = PackageId {
+                    name: &name,
+                    version,
+                };
+                self.reply(slot, id, &Reply::Installed(package));
+                self.notify(Notification::Installed {
+                    package,
+                    repository: self.repository_name(repository),
+                });
+            }
+            Err(e) => self.reply(slot, id, &Reply::Error(install_error(e))),
+        }
+    }
+
+    fn install_abort(&mut self, slot: u64, id: u32) {
+        let Some(client) = self.client(slot) else {
+            return;
+        };
+        if client.upload.take_if(|u| u.id == id).is_none() {
+            return self.violation(slot, id, Violation::NoInstall);
+        }
+        self.reply(slot, id, &Reply::Ok);
+    }
+
+    fn uninstall(&mut self, slot: u64, id: u32, package: PackageId, wipe: bool) {
+        let Some(p) = self.packages.find(package.name, &package.version).cloned() else {
+            return self.reply(slot, id, &Reply::Error(Error::UnknownPackage));
+        };
+        if self.is_mounted(&p.name, &p.version) {
+            return self.reply(slot, id, &Reply::Error(Error::AlreadyMounted));
+        }
+        let repo = self.config.repositories.get(usize::from(p.repository));
+        let mut path = [0u8; MAX_PATH_LEN + 1];
+        let result = repo.ok_or(Errno::NOENT).and_then(|r| {
+            let dir = fs::c_path(r.dir, &mut path).map_err(|_| Errno::NAMETOOLONG)?;
+            let dirfd = rustix::fs::open(
+                dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            rustix::fs::unlinkat(&dirfd, p.file.as_str(), rustix::fs::AtFlags::empty())?;
+            rustix::fs::fsync(&dirfd)
+        });
+        if let Err(e) = result {
+            return self.reply(slot, id, &Reply::Error(io_error(e)));
+        }
+        self.packages.remove(&p.name, &p.version);
+        if wipe {
+            // Persistent data belongs to the name, not the version: wiped only when asked.
+            if let Err(e) = fs::remove_tree(self.config.data_dir, &p.name) {
+                return self.reply(slot, id, &Reply::Error(io_error(e)));
+            }
+        }
+        self.reply(slot, id, &Reply::Ok);
+        self.notify(Notification::Uninstalled(PackageId {
+            name: &p.name,
+            version: p.version,
+        }));
+    }
+
+    fn mount(&mut self, slot: u64, id: u32, package: PackageId) {
+        let Some(p) = self.packages.find(package.name, &package.version).cloned() else {
+            return self.reply(slot, id, &Reply::Error(Error::UnknownPackage));
+        };
+        if self.is_mounted(&p.name, &p.version) {
+            return self.reply(slot, id, &Reply::Error(Error::AlreadyMounted));
+        }
+        if self.mounts.is_full() {
+            return self.reply(slot, id, &Reply::Error(Error::Full(Table::Mounts)));
+        }
+        match self.mount_package(&p) {
+            Ok(mounted) => {
+                // Cannot fail: checked for room above.
+                let _ = self.mounts.push(MountEntry {
+                    name: p.name.clone(),
+                    version: p.version,
+                    mounted,
+                });
+                self.reply(slot, id, &Reply::Ok);
+                self.notify(Notification::Mounted(PackageId {
+                    name: &p.name,
+                    version: p.version,
+                }));
+            }
+            Err(e) => self.reply(slot, id, &Reply::Error(e)),
+        }
+    }
+
+    fn mount_package(&mut self, p: &Package) -> Result<Mounted, Error<'static>> {
+        let (_fd, header) = self.open_verified(p)?;
+        let signed = !self.keys[usize::from(p.repository)].is_empty();
+        let repo = self
+            .config
+            .repositories
+            .get(usize::from(p.repository))
+            .ok_or(Error::NoSuchRepository)?;
+        let mut npk = [0u8; MAX_PATH_LEN + 1];
+        let npk = join(repo.dir, &p.file, &mut npk)
+            .ok_or(Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
+        let mut target = [0u8; MAX_PATH_LEN + 1];
+        let target = mount_point(self.config.run_dir, p, &mut target)
+            .ok_or(Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
+        let target_str = target
+            .to_str()
+            .map_err(|_| Error::Io(Errno::INVAL.raw_os_error() as u16))?;
+        create_dirs(target_str).map_err(io_error)?;
+        let mut node_dir = [0u8; MAX_PATH_LEN + 1];
+        let node_dir = fs::c_path(self.config.run_dir, &mut node_dir)
+            .map_err(|_| Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
+        let mut dm_name: String<64> = String::new();
+        let _ = write!(dm_name, "nanostar-{}-{}", p.name, p.version);
+        let spec = MountSpec {
+            npk,
+            image_offset: header.image_offset,
+            image_size: header.image_size,
+            verity: signed.then(|| Verity::from(&header.verity)),
+            target,
+            dm_name: &dm_name,
+            node_dir,
+        };
+        mount::mount(&spec).map_err(|e| match e {
+            MountError::DeviceMapperMissing => Error::DeviceMapperMissing,
+            MountError::Npk(errno)
+            | MountError::Mount(errno)
+            | MountError::LoopAttach(errno)
+            | MountError::LoopControl(errno) => io_error(errno),
+            MountError::DeviceMapper { errno, .. } | MountError::Umount(errno) => io_error(errno),
+            _ => Error::Io(Errno::INVAL.raw_os_error() as u16),
+        })
+    }
+
+    fn umount(&mut self, slot: u64, id: u32, package: PackageId) {
+        let Some(index) = self
+            .mounts
+            .iter()
+            .position(|m| m.name == package.name && m.version == package.version)
+        else {
+            let known = self.packages.find(package.name, &package.version).is_some();
+            let e = if known {
+                Error::NotMounted
+            } else {
+                Error::UnknownPackage
+            };
+            return self.reply(slot, id, &Reply::Error(e));
+        };
+        let entry = self.mounts.swap_remove(index);
+        if let Err(e) = self.unmount_entry(&entry) {
+            // Still mounted: keep it in the table.
+            let _ = self.mounts.push(entry);
+            return self.reply(slot, id, &Reply::Error(e));
+        }
+        self.reply(slot, id, &Reply::Ok);
+        self.notify(Notification::Umounted(PackageId {
+            name: &entry.name,
+            version: entry.version,
+        }));
+    }
+
+    fn unmount_entry(&self, entry: &MountEntry) -> Result<(), Error<'static>> {
+        let p = Package {
+            name: entry.name.clone(),
+            version: entry.version,
+            repository: 0,
+            file: String::new(),
+            size: 0,
+        };
+        let mut target = [0u8; MAX_PATH_LEN + 1];
+        let target = mount_point(self.config.run_dir, &p, &mut target)
+            .ok_or(Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
+        mount::umount(target, &entry.mounted).map_err(|e| match e {
+            MountError::Umount(errno) | MountError::DeviceMapper { errno, .. } => io_error(errno),
+            _ => Error::Io(Errno::INVAL.raw_os_error() as u16),
+        })?;
+        let _ = rustix::fs::rmdir(target);
+        Ok(())
+    }
+
+    fn unmount_all(&mut self) {
+        while let Some(entry) = self.mounts.pop() {
+            if let Err(e) = self.unmount_entry(&entry) {
+                errln!(
+                    "nanostar: cannot unmount {} {}: {}",
+                    entry.name,
+                    entry.version,
+                    crate::client::error_text(&e)
+                );
+            }
+        }
+    }
+}
+
+/// Tells a client that could not be taken why, without blocking (best effort).
+fn refuse_full(fd: &OwnedFd) {
+    let mut wire = [0u8; 64];
+    let message = Message::Reply {
+        id: 0,
+        reply: Reply::Error(Error::Full(Table::Clients)),
+    };
+    if let Ok(bytes) = message.encode(&mut wire) {
+        let _ = rustix::net::send(fd, bytes, SendFlags::NOSIGNAL | SendFlags::DONTWAIT);
+    }
+}
+
+/// `dir/file` as a C string in `buf`.
+fn join<'b>(dir: &str, file: &str, buf: &'b mut [u8; MAX_PATH_LEN + 1]) -> Option<&'b CStr> {
+    let len = dir.len() + 1 + file.len();
+    if len > MAX_PATH_LEN {
+        return None;
+    }
+    buf[..dir.len()].copy_from_slice(dir.as_bytes());
+    buf[dir.len()] = b'/';
+    buf[dir.len() + 1..len].copy_from_slice(file.as_bytes());
+    buf[len] = 0;
+    CStr::from_bytes_with_nul(&buf[..=len]).ok()
+}
+
+/// `RUN_DIR/mnt/NAME-VERSION`: where a package's image is mounted.
+fn mount_point<'b>(
+    run_dir: &str,
+    p: &Package,
+    buf: &'b mut [u8; MAX_PATH_LEN + 1],
+) -> Option<&'b CStr> {
+    let mut name: String<{ MAX_PATH_LEN }> = String::new();
+    write!(name, "mnt/{}-{}", p.name, p.version).ok()?;
+    join(run_dir, &name, buf)
+}
+
+fn io_error(e: Errno) -> Error<'static> {
+    Error::Io(e.raw_os_error() as u16)
+}
+
+fn rejected(r: Rejection) -> Error<'static> {
+    match r {
+        Rejection::Io(e) => io_error(e),
+        Rejection::Header(h) => Error::BadPackage(PackageError::from(h)),
+        Rejection::Content(c) => Error::BadPackage(PackageError::from(c)),
+        Rejection::Duplicate => Error::AlreadyInstalled,
+        Rejection::TableFull => Error::Full(Table::Packages),
+        Rejection::FileName => Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16),
+    }
+}
+
+fn install_error(e: InstallError) -> Error<'static> {
+    match e {
+        InstallError::TooLarge => Error::TooLarge,
+        InstallError::Overrun | InstallError::Incomplete => {
+            Error::ProtocolViolation(Violation::InstallSize)
+        }
+        InstallError::Rejected(r) => rejected(r),
+        InstallError::Io(Errno::NOSPC) => Error::RepositoryFull,
+        InstallError::Io(e) => io_error(e),
+    }
+}
