@@ -454,3 +454,41 @@ fn garbage_oversize_frames_old_clients_and_crowds_do_not_stop_the_runtime() {
     assert!(rt.ok(&["list"]).contains("after"));
     rt.stop();
 }
+
+#[test]
+fn notifications_follow_installs_mounts_and_shutdown() {
+    if !is_root() {
+        return;
+    }
+    let mut rt = Runtime::start();
+    let follower = Command::new(common::x86_64_binary())
+        .arg("--socket")
+        .arg(rt.socket())
+        .args(["--json", "notifications"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let npk = rt.package("watched", "watched.npk", None);
+    rt.ok(&["install", npk.to_str().unwrap()]);
+    rt.ok(&["mount", "watched", "1.0.0"]);
+    rt.ok(&["umount", "watched", "1.0.0"]);
+    rt.ok(&["uninstall", "watched", "1.0.0"]);
+    rt.ok(&["shutdown"]);
+    let out = follower.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        events,
+        [
+            "{\"event\":\"installed\",\"name\":\"watched\",\"version\":\"1.0.0\"}",
+            "{\"event\":\"mounted\",\"name\":\"watched\",\"version\":\"1.0.0\"}",
+            "{\"event\":\"umounted\",\"name\":\"watched\",\"version\":\"1.0.0\"}",
+            "{\"event\":\"uninstalled\",\"name\":\"watched\",\"version\":\"1.0.0\"}",
+            "{\"event\":\"shutting-down\"}",
+        ]
+    );
+    let mut child = rt.child.take().unwrap();
+    assert!(child.wait().unwrap().success());
+}
