@@ -32,6 +32,7 @@ use crate::limits::{
 };
 use crate::mount::{self, MountError, MountSpec, Mounted, Verity};
 use crate::repository::{self, Leftovers, Package, Packages, Rejection, SCRATCH_LEN, ScanEvent};
+use crate::sys::once::TakeOnce;
 use crate::sys::signals::{self, SignalSet};
 use crate::{errln, fs};
 
@@ -44,6 +45,12 @@ const TOKEN_SIGNALS: u64 = u64::MAX - 1;
 const EVENTS: usize = 16;
 /// Bytes read from a client at once.
 const READ_LEN: usize = 4096;
+
+/// The verification buffer, the client table and the package table: static, so they cost no stack and no
+/// resident memory until used (`sys::once`). `run` takes them, so it runs once per process.
+static SCRATCH: TakeOnce<[u8; SCRATCH_LEN]> = TakeOnce::new([0; SCRATCH_LEN]);
+static CLIENTS: TakeOnce<Vec<Client, MAX_CLIENTS>> = TakeOnce::new(Vec::new());
+static PACKAGES: TakeOnce<Packages> = TakeOnce::new(Packages::new());
 
 /// Why the runtime could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,12 +126,11 @@ struct Client {
 /// The runtime's state.
 pub struct Runtime<'c> {
     config: &'c Config<'c>,
-    /// Lent by `run`: a struct literal holding it would be built from a 48 KiB template.
     keys: Vec<Vec<PublicKey, MAX_REPOSITORY_KEYS>, MAX_REPOSITORIES>,
-    packages: Packages,
+    packages: &'c mut Packages,
     mounts: Vec<MountEntry, { crate::limits::MAX_MOUNTS_TOTAL }>,
     /// Connected clients; each is found by its epoll token, so removing one moves no other.
-    clients: Vec<Client, MAX_CLIENTS>,
+    clients: &'c mut Vec<Client, MAX_CLIENTS>,
     next_token: u64,
     scratch: &'c mut [u8; SCRATCH_LEN],
     install_serial: u32,
@@ -137,8 +143,12 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     let signal_set = SignalSet::of(&[SIGTERM, SIGINT]);
     signals::block(signal_set).map_err(StartError::Setup)?;
     let signal_fd = signals::signalfd(signal_set).map_err(StartError::Setup)?;
-    let mut scratch = [0u8; SCRATCH_LEN];
-    let mut runtime = Runtime::new(config, &mut scratch)?;
+    let (Some(scratch), Some(clients), Some(packages)) =
+        (SCRATCH.take(), CLIENTS.take(), PACKAGES.take())
+    else {
+        return Err(StartError::Setup(Errno::BUSY));
+    };
+    let mut runtime = Runtime::new(config, scratch, clients, packages)?;
     runtime.scan_repositories();
     let listener = listen(config.socket)?;
     let epoll_fd = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(StartError::Setup)?;
@@ -246,6 +256,8 @@ impl<'c> Runtime<'c> {
     fn new(
         config: &'c Config<'c>,
         scratch: &'c mut [u8; SCRATCH_LEN],
+        clients: &'c mut Vec<Client, MAX_CLIENTS>,
+        packages: &'c mut Packages,
     ) -> Result<Runtime<'c>, StartError> {
         let mut keys = Vec::new();
         for (index, repo) in config.repositories.iter().enumerate() {
@@ -266,9 +278,9 @@ impl<'c> Runtime<'c> {
         Ok(Runtime {
             config,
             keys,
-            packages: Packages::new(),
+            packages,
             mounts: Vec::new(),
-            clients: Vec::new(),
+            clients,
             next_token: 0,
             scratch,
             install_serial: 0,
@@ -277,6 +289,7 @@ impl<'c> Runtime<'c> {
     }
 
     /// Verifies every repository into the package table; problems are logged and skipped.
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn scan_repositories(&mut self) {
         for (index, repo) in self.config.repositories.iter().enumerate() {
             let mut path = [0u8; MAX_PATH_LEN + 1];
@@ -301,7 +314,7 @@ impl<'c> Runtime<'c> {
                 dir,
                 keys,
                 Leftovers::Remove,
-                &mut self.packages,
+                self.packages,
                 self.scratch,
                 report,
             ) {
@@ -333,6 +346,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn accept(&mut self, listener: &OwnedFd, epoll_fd: &OwnedFd) {
         loop {
             let fd = match rustix::net::accept_with(
@@ -416,6 +430,7 @@ impl<'c> Runtime<'c> {
     }
 
     /// Reads what the client sent and handles every complete frame.
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn read_client(&mut self, slot: u64) {
         let mut bytes = [0u8; READ_LEN];
         let mut frame = [0u8; MAX_FRAME_LEN];
@@ -471,6 +486,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn handle_frame(&mut self, slot: u64, frame: &[u8]) {
         let Some(client) = self.client_ref(slot) else {
             return;
@@ -536,6 +552,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn handshake(&mut self, slot: u64, frame: &[u8]) {
         let Some(version) = peek_hello_version(frame) else {
             return self.violation(slot, 0, Violation::NoHello);
@@ -580,6 +597,7 @@ impl<'c> Runtime<'c> {
     }
 
     /// Queues a message for a client; a client whose queue is full is dropped.
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn send(&mut self, slot: u64, message: &Message) {
         let mut wire = [0u8; MAX_WIRE_FRAME_LEN];
         let Ok(bytes) = message.encode(&mut wire) else {
@@ -595,6 +613,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn notify(&mut self, notification: Notification) {
         for slot in self.tokens() {
             if self.client_ref(slot).is_some_and(|c| c.subscribed) {
@@ -604,6 +623,7 @@ impl<'c> Runtime<'c> {
     }
 
     /// Writes as much of the client's queue as the socket takes.
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn flush(&mut self, slot: u64) {
         let Some(client) = self.client(slot) else {
             return;
@@ -638,6 +658,7 @@ impl<'c> Runtime<'c> {
 
     /// After handling a client's events: write its replies, then close it or wait for
     /// the socket to drain.
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn settle(&mut self, slot: u64, epoll_fd: &OwnedFd) {
         self.flush(slot);
         let Some(client) = self.client_ref(slot) else {
@@ -656,6 +677,7 @@ impl<'c> Runtime<'c> {
         let _ = epoll::modify(epoll_fd, &client.fd, epoll::EventData::new_u64(slot), flags);
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn expire_uploads(&mut self, epoll_fd: &OwnedFd) {
         let n = now();
         for slot in self.tokens() {
@@ -703,6 +725,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn list(&mut self, slot: u64, id: u32, after: Option<PackageId>) {
         fn key(p: &Package) -> (&str, Version) {
             (p.name.as_str(), p.version)
@@ -781,6 +804,7 @@ impl<'c> Runtime<'c> {
         Ok((fd, examined.header))
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn inspect(&mut self, slot: u64, id: u32, name: &str, version: Option<Version>, offset: u32) {
         let Some(p) = self.find(name, version).cloned() else {
             return self.reply(slot, id, &Reply::Error(Error::UnknownPackage));
@@ -827,6 +851,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn install_begin(&mut self, slot: u64, id: u32, repository: &str, size: u64, fd: bool) {
         if fd {
             // Passing the NPK as a descriptor is not served yet: the client streams it.
@@ -872,6 +897,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn install_chunk(&mut self, slot: u64, id: u32, data: &[u8]) {
         let timeout = self.config.limits.install_timeout_ms;
         let Some(client) = self.client(slot) else {
@@ -890,6 +916,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn install_end(&mut self, slot: u64, id: u32) {
         let Some(client) = self.client(slot) else {
             return;
@@ -903,7 +930,7 @@ impl<'c> Runtime<'c> {
         let keys = &self.keys[usize::from(upload.repository)];
         let result = upload
             .install
-            .finish(keys, &mut self.packages, self.scratch)
+            .finish(keys, self.packages, self.scratch)
             .map(|p| (p.name.clone(), p.version, p.repository));
         match result {
             Ok((name, version, repository)) => {
@@ -921,6 +948,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn install_abort(&mut self, slot: u64, id: u32) {
         let Some(client) = self.client(slot) else {
             return;
@@ -931,6 +959,7 @@ impl<'c> Runtime<'c> {
         self.reply(slot, id, &Reply::Ok);
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn uninstall(&mut self, slot: u64, id: u32, package: PackageId, wipe: bool) {
         let Some(p) = self.packages.find(package.name, &package.version).cloned() else {
             return self.reply(slot, id, &Reply::Error(Error::UnknownPackage));
@@ -967,6 +996,7 @@ impl<'c> Runtime<'c> {
         }));
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn mount(&mut self, slot: u64, id: u32, package: PackageId) {
         let Some(p) = self.packages.find(package.name, &package.version).cloned() else {
             return self.reply(slot, id, &Reply::Error(Error::UnknownPackage));
@@ -995,6 +1025,7 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn mount_package(&mut self, p: &Package) -> Result<Mounted, Error<'static>> {
         let (_fd, header) = self.open_verified(p)?;
         let signed = !self.keys[usize::from(p.repository)].is_empty();
@@ -1038,6 +1069,7 @@ impl<'c> Runtime<'c> {
         })
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn umount(&mut self, slot: u64, id: u32, package: PackageId) {
         let Some(index) = self
             .mounts
@@ -1065,6 +1097,7 @@ impl<'c> Runtime<'c> {
         }));
     }
 
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn unmount_entry(&self, entry: &MountEntry) -> Result<(), Error<'static>> {
         let p = Package {
             name: entry.name.clone(),

@@ -9,6 +9,7 @@ mod entry;
 pub mod loopdev;
 #[cfg(nanostar_device)]
 mod mem;
+pub mod once;
 pub mod signals;
 mod syscall;
 
