@@ -1,6 +1,9 @@
 //! The console frame decoder on a byte stream as `read()` delivers it: whole, one byte at
 //! a time, in random pieces, after garbage, with oversize and truncated frames.
 
+mod common;
+
+use common::Rng;
 use nanostar_protocol::console::{
     FrameDecoder, FrameError, Message, PackageId, Reply, Request, encode_frame,
 };
@@ -8,21 +11,6 @@ use nanostar_protocol::limits::{MAX_CHUNK_LEN, MAX_FRAME_LEN, MAX_WIRE_FRAME_LEN
 use nanostar_protocol::version::Version;
 
 type Out = Vec<Result<Vec<u8>, FrameError>>;
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; payload.len() + payload.len() / 254 + 2];

@@ -6,6 +6,9 @@
 //! whole (resynchronisation). `fuzz/fuzz_targets/console_frame.rs` is the
 //! coverage-guided version.
 
+mod common;
+
+use common::Rng;
 use nanostar_protocol::console::{
     Error, FrameDecoder, Hello, Inspected, Message, Notification, PackageId, PackageInfo, Reply,
     Request,
@@ -15,24 +18,6 @@ use nanostar_protocol::npk::manifest::EnvVar;
 use nanostar_protocol::version::Version;
 
 const ITERATIONS: usize = 100_000;
-
-/// xorshift64*: deterministic, so a failure reproduces from the printed iteration.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn seeds() -> Vec<Vec<u8>> {
     let pkg = PackageId {

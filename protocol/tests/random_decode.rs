@@ -3,30 +3,15 @@
 //! decoders must return (Ok or Err) without panicking; what they accept must re-validate.
 //! `fuzz/` has the coverage-guided version of the same targets for `cargo fuzz`.
 
+mod common;
+
+use common::Rng;
 use nanostar_protocol::limits::MAX_MANIFEST_LEN;
 use nanostar_protocol::npk::header::{HEADER_LEN, HeaderFields, sha256};
 use nanostar_protocol::npk::manifest::{Manifest, MountKind};
 use nanostar_protocol::npk::seccomp::Program;
 use nanostar_protocol::npk::{Arch, PublicKey, UnverifiedHeader, VerityParams};
 use nanostar_protocol::version::{Version, VersionReq};
-
-/// xorshift64*: deterministic, so a failure reproduces from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn sample_manifest() -> Vec<u8> {
     let mut m = Manifest {

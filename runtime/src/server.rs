@@ -783,20 +783,28 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    /// `REPOSITORY_DIR/FILE` of a package.
+    fn package_path<'b>(
+        &self,
+        p: &Package,
+        buf: &'b mut [u8; MAX_PATH_LEN + 1],
+    ) -> Result<&'b CStr, Error<'static>> {
+        let repo = self
+            .config
+            .repositories
+            .get(usize::from(p.repository))
+            .ok_or(Error::NoSuchRepository)?;
+        join(repo.dir, &p.file, buf).ok_or(Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))
+    }
+
     /// Opens a package's file and verifies it again (the file may have changed since
     /// start-up); returns the descriptor with the examined header in `self.scratch`.
     fn open_verified(
         &mut self,
         p: &Package,
     ) -> Result<(OwnedFd, nanostar_protocol::npk::VerifiedHeader), Error<'static>> {
-        let repo = self
-            .config
-            .repositories
-            .get(usize::from(p.repository))
-            .ok_or(Error::NoSuchRepository)?;
         let mut path = [0u8; MAX_PATH_LEN + 1];
-        let file = join(repo.dir, &p.file, &mut path)
-            .ok_or(Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
+        let file = self.package_path(p, &mut path)?;
         let fd = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(io_error)?;
         let keys = &self.keys[usize::from(p.repository)];
@@ -1029,14 +1037,8 @@ impl<'c> Runtime<'c> {
     fn mount_package(&mut self, p: &Package) -> Result<Mounted, Error<'static>> {
         let (_fd, header) = self.open_verified(p)?;
         let signed = !self.keys[usize::from(p.repository)].is_empty();
-        let repo = self
-            .config
-            .repositories
-            .get(usize::from(p.repository))
-            .ok_or(Error::NoSuchRepository)?;
         let mut npk = [0u8; MAX_PATH_LEN + 1];
-        let npk = join(repo.dir, &p.file, &mut npk)
-            .ok_or(Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
+        let npk = self.package_path(p, &mut npk)?;
         let mut target = [0u8; MAX_PATH_LEN + 1];
         let target = mount_point(self.config.run_dir, p, &mut target)
             .ok_or(Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
