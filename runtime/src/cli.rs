@@ -14,7 +14,7 @@ const USAGE: &str = "usage:
   nanostar run CONFIG                      start the runtime
   nanostar check-config CONFIG             check a configuration and the packages it finds
   nanostar [--socket PATH] [--json] COMMAND
-    list | inspect NAME [VERSION] | install FILE [--repo NAME]
+    list | inspect NAME [VERSION] | install FILE [--repo NAME] [--stream]
     uninstall NAME VERSION [--wipe] | mount NAME VERSION | umount NAME VERSION
     shutdown | notifications
   nanostar --version";

@@ -1,15 +1,20 @@
 //! The console client inside the `nanostar` binary: a blocking connection that sends one
 //! request at a time and reads replies (and notifications) as frames.
 
+use core::mem::MaybeUninit;
 use nanostar_protocol::console::{
     Error, FrameDecoder, Hello, Message, PROTOCOL_VERSION, PackageError, Reply, Request, Table,
     Violation,
 };
 use nanostar_protocol::limits::{MAX_FRAME_LEN, MAX_WIRE_FRAME_LEN};
 use nanostar_protocol::permissions::Permissions;
-use rustix::fd::OwnedFd;
-use rustix::io::Errno;
-use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+
+use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::io::{Errno, IoSlice};
+use rustix::net::{
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
+};
 
 /// Why the client could not talk to the runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +96,47 @@ impl Connection {
     /// Sends another message under an existing request id (install chunks).
     pub fn request_as(&mut self, id: u32, request: Request) -> Result<(), ClientError> {
         self.send(&Message::Request { id, request })
+    }
+
+    /// Sends a request with a file descriptor attached (`SCM_RIGHTS`), for an install of a
+    /// local file; returns its id.
+    pub fn request_with_fd(
+        &mut self,
+        request: Request,
+        fd: BorrowedFd<'_>,
+    ) -> Result<u32, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut wire = [0u8; MAX_WIRE_FRAME_LEN];
+        let bytes = (Message::Request { id, request })
+            .encode(&mut wire)
+            .map_err(|_| ClientError::Protocol)?;
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [fd];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        // The descriptor travels with the first byte; the rest follows as usual.
+        let sent = loop {
+            match rustix::net::sendmsg(
+                &self.fd,
+                &[IoSlice::new(bytes)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => break n,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(ClientError::Io(e)),
+            }
+        };
+        let mut rest = &bytes[sent..];
+        while !rest.is_empty() {
+            match rustix::net::send(&self.fd, rest, SendFlags::NOSIGNAL) {
+                Ok(n) => rest = &rest[n..],
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(ClientError::Io(e)),
+            }
+        }
+        Ok(id)
     }
 
     fn send(&mut self, message: &Message) -> Result<(), ClientError> {

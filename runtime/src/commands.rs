@@ -26,6 +26,8 @@ struct Options<'a> {
     json: bool,
     repository: &'a str,
     wipe: bool,
+    /// Send an install's bytes through the socket instead of passing the file descriptor.
+    stream: bool,
 }
 
 /// Runs a client command; `None` if the words are not one (the caller prints usage).
@@ -35,6 +37,7 @@ pub fn run(words: &[&str]) -> Option<u8> {
         json: false,
         repository: DEFAULT_REPOSITORY,
         wipe: false,
+        stream: false,
     };
     let mut rest: heapless::Vec<&str, 8> = heapless::Vec::new();
     let mut i = 0;
@@ -50,6 +53,7 @@ pub fn run(words: &[&str]) -> Option<u8> {
             }
             "--json" => options.json = true,
             "--wipe" => options.wipe = true,
+            "--stream" => options.stream = true,
             word if word.starts_with("--") => return None,
             word => rest.push(word).ok()?,
         }
@@ -67,7 +71,8 @@ pub fn run(words: &[&str]) -> Option<u8> {
         ["notifications"] => Command::Notifications,
         _ => return None,
     };
-    if options.wipe && !matches!(command, Command::Uninstall(_)) {
+    let wipe_misplaced = options.wipe && !matches!(command, Command::Uninstall(_));
+    if wipe_misplaced || (options.stream && !matches!(command, Command::Install(_))) {
         return None;
     }
     let mut connection = match Connection::connect(options.socket) {
@@ -356,6 +361,19 @@ fn install(c: &mut Connection, options: &Options, file: &str) -> Result<u8, Clie
     let size = rustix::fs::fstat(&fd)
         .map(|s| s.st_size as u64)
         .unwrap_or(0);
+    if !options.stream {
+        // The runtime reads the file itself: no copy through the socket.
+        if !options.json {
+            errln!("installing {file} ({size} bytes)");
+        }
+        let begin = Request::InstallBegin {
+            repository: options.repository,
+            size,
+            fd: true,
+        };
+        let id = c.request_with_fd(begin, rustix::fd::AsFd::as_fd(&fd))?;
+        return await_reply(c, id, |reply| installed(options, reply));
+    }
     let id = c.request(Request::InstallBegin {
         repository: options.repository,
         size,
@@ -387,31 +405,34 @@ fn install(c: &mut Connection, options: &Options, file: &str) -> Result<u8, Clie
         }
     }
     c.request_as(id, Request::InstallEnd)?;
-    await_reply(c, id, |reply| {
-        if let Some(code) = refused(options, reply) {
-            return code;
+    await_reply(c, id, |reply| installed(options, reply))
+}
+
+/// Prints the outcome of an install.
+fn installed(options: &Options, reply: &Reply) -> u8 {
+    if let Some(code) = refused(options, reply) {
+        return code;
+    }
+    match reply {
+        Reply::Installed(p) if options.json => {
+            outln!(
+                "{{\"ok\":true,\"name\":\"{}\",\"version\":\"{}\"}}",
+                p.name,
+                p.version
+            );
+            0
         }
-        match reply {
-            Reply::Installed(p) if options.json => {
-                outln!(
-                    "{{\"ok\":true,\"name\":\"{}\",\"version\":\"{}\"}}",
-                    p.name,
-                    p.version
-                );
-                0
-            }
-            Reply::Installed(p) => {
-                outln!(
-                    "installed {} {} into {}",
-                    p.name,
-                    p.version,
-                    options.repository
-                );
-                0
-            }
-            _ => UNREACHABLE,
+        Reply::Installed(p) => {
+            outln!(
+                "installed {} {} into {}",
+                p.name,
+                p.version,
+                options.repository
+            );
+            0
         }
-    })
+        _ => UNREACHABLE,
+    }
 }
 
 fn notifications(c: &mut Connection, options: &Options) -> Result<u8, ClientError> {

@@ -15,7 +15,7 @@ use core::fmt::Write as _;
 
 use heapless::String;
 use nanostar_protocol::npk::PublicKey;
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
@@ -23,6 +23,9 @@ use crate::limits::MAX_FILE_NAME_LEN;
 use crate::repository::{
     self, NPK_EXTENSION, Package, Packages, Rejection, SCRATCH_LEN, TEMP_PREFIX,
 };
+
+/// Buffer for copying a passed package where `copy_file_range` cannot.
+const COPY_BUFFER_LEN: usize = 8192;
 
 /// Why an install failed. Nothing is left behind in any case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,36 @@ impl Install {
             }
         }
         Ok(())
+    }
+
+    /// Copies up to `max` more bytes from `source` (a package passed as a descriptor),
+    /// reading it from where the install stands; returns the bytes copied. The kernel copies
+    /// (`copy_file_range`) where it can; otherwise a small buffer does.
+    pub fn copy_from(&mut self, source: &impl AsFd, max: usize) -> Result<u64, InstallError> {
+        let want = (self.expected - self.written).min(max as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let tmp = self.tmp.as_ref().ok_or(InstallError::Io(Errno::BADF))?;
+        let mut offset = self.written;
+        match rustix::fs::copy_file_range(source, Some(&mut offset), tmp, None, want) {
+            // The source ended before the announced size.
+            Ok(0) => Err(InstallError::Incomplete),
+            Ok(n) => {
+                self.written += n as u64;
+                Ok(n as u64)
+            }
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
+                let mut buf = [0u8; COPY_BUFFER_LEN];
+                let len = want.min(COPY_BUFFER_LEN);
+                match rustix::io::pread(source, &mut buf[..len], self.written) {
+                    Ok(0) => Err(InstallError::Incomplete),
+                    Ok(n) => self.write(&buf[..n]).map(|()| n as u64),
+                    Err(e) => Err(InstallError::Io(e)),
+                }
+            }
+            Err(e) => Err(InstallError::Io(e)),
+        }
     }
 
     /// Makes the package durable, verifies it, renames it into place, and adds it to

@@ -22,7 +22,11 @@ use rustix::event::{Timespec, epoll};
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::io::IoSliceMut;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
+};
 use rustix::time::ClockId;
 
 use crate::config::Config;
@@ -43,6 +47,8 @@ const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_SIGNALS: u64 = u64::MAX - 1;
 /// Events handled per `epoll_wait`.
 const EVENTS: usize = 16;
+/// Bytes of a passed package copied per loop turn: the loop stays responsive.
+const PUMP_SLICE: usize = 1 << 20;
 /// Bytes read from a client at once.
 const READ_LEN: usize = 4096;
 
@@ -101,6 +107,9 @@ struct MountEntry {
 struct Upload {
     id: u32,
     install: Install,
+    /// The package as a passed descriptor, copied a slice per loop turn; `None` when the
+    /// client streams chunks.
+    source: Option<OwnedFd>,
     repository: u8,
     deadline: Timespec,
 }
@@ -119,6 +128,8 @@ struct Client {
     queue: Vec<u8, OUTPUT_QUEUE_LEN>,
     subscribed: bool,
     upload: Option<Upload>,
+    /// A descriptor the client passed (`SCM_RIGHTS`) for its next install.
+    passed_fd: Option<OwnedFd>,
     /// Close once the queue is written.
     closing: bool,
 }
@@ -187,6 +198,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
                 token => runtime.client_event(token, event.flags, &epoll_fd),
             }
         }
+        runtime.pump_uploads(&epoll_fd);
         runtime.expire_uploads(&epoll_fd);
     }
     runtime.notify(Notification::ShuttingDown);
@@ -324,6 +336,12 @@ impl<'c> Runtime<'c> {
     }
 
     fn next_timeout(&self) -> Option<Timespec> {
+        if self.pumping() {
+            return Some(Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            });
+        }
         let earliest = self
             .clients
             .iter()
@@ -389,6 +407,7 @@ impl<'c> Runtime<'c> {
                 queue: Vec::new(),
                 subscribed: false,
                 upload: None,
+                passed_fd: None,
                 closing: false,
             };
             // Cannot fail: checked for room above.
@@ -438,7 +457,7 @@ impl<'c> Runtime<'c> {
             let Some(client) = self.client(slot) else {
                 return;
             };
-            let n = match rustix::io::read(&client.fd, &mut bytes) {
+            let n = match receive(client, &mut bytes) {
                 Ok(0) => {
                     client.closing = true;
                     client.queue.clear();
@@ -861,9 +880,17 @@ impl<'c> Runtime<'c> {
 
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn install_begin(&mut self, slot: u64, id: u32, repository: &str, size: u64, fd: bool) {
-        if fd {
-            // Passing the NPK as a descriptor is not served yet: the client streams it.
-            return self.violation(slot, id, Violation::Fd);
+        let source = match self.client(slot).map(|c| c.passed_fd.take()) {
+            Some(Some(passed)) if fd => Some(passed),
+            Some(None) if !fd => None,
+            // Announced without a descriptor, or a descriptor nobody announced.
+            _ => return self.violation(slot, id, Violation::Fd),
+        };
+        if source
+            .as_ref()
+            .is_some_and(|f| rustix::fs::fstat(f).map(|st| st.st_size as u64) != Ok(size))
+        {
+            return self.violation(slot, id, Violation::InstallSize);
         }
         if self.client_ref(slot).is_some_and(|c| c.upload.is_some()) {
             return self.violation(slot, id, Violation::InstallInProgress);
@@ -891,15 +918,20 @@ impl<'c> Runtime<'c> {
         ) {
             Ok(install) => {
                 let deadline = after_ms(self.config.limits.install_timeout_ms);
+                let streamed = source.is_none();
                 if let Some(c) = self.client(slot) {
                     c.upload = Some(Upload {
                         id,
                         install,
+                        source,
                         repository: index as u8,
                         deadline,
                     });
                 }
-                self.reply(slot, id, &Reply::InstallAccepted);
+                // A passed package gets one reply, the result, when `pump_uploads` is done.
+                if streamed {
+                    self.reply(slot, id, &Reply::InstallAccepted);
+                }
             }
             Err(e) => self.reply(slot, id, &Reply::Error(install_error(e))),
         }
@@ -932,9 +964,15 @@ impl<'c> Runtime<'c> {
         let Some(upload) = client.upload.take_if(|u| u.id == id) else {
             return self.violation(slot, id, Violation::NoInstall);
         };
-        if upload.install.written() != upload.install.expected() {
+        if upload.install.written() != upload.install.expected() || upload.source.is_some() {
             return self.violation(slot, id, Violation::InstallSize);
         }
+        self.finish_upload(slot, upload);
+    }
+
+    /// Verifies and installs a complete upload, and answers its request.
+    fn finish_upload(&mut self, slot: u64, upload: Upload) {
+        let id = upload.id;
         let keys = &self.keys[usize::from(upload.repository)];
         let result = upload
             .install
@@ -954,6 +992,46 @@ impl<'c> Runtime<'c> {
             }
             Err(e) => self.reply(slot, id, &Reply::Error(install_error(e))),
         }
+    }
+
+    /// Copies the next slice of every passed package, so a large install shares the loop
+    /// with everyone else; finishes those that are complete.
+    fn pump_uploads(&mut self, epoll_fd: &OwnedFd) {
+        let timeout = self.config.limits.install_timeout_ms;
+        for slot in self.tokens() {
+            let Some(client) = self.client(slot) else {
+                continue;
+            };
+            let Some(upload) = client.upload.as_mut() else {
+                continue;
+            };
+            let Some(source) = upload.source.as_ref() else {
+                continue;
+            };
+            match upload.install.copy_from(source, PUMP_SLICE) {
+                Ok(_) if upload.install.written() < upload.install.expected() => {
+                    upload.deadline = after_ms(timeout);
+                    continue;
+                }
+                Ok(_) => {
+                    if let Some(done) = client.upload.take() {
+                        self.finish_upload(slot, done);
+                    }
+                }
+                Err(e) => {
+                    let id = upload.id;
+                    client.upload = None;
+                    self.reply(slot, id, &Reply::Error(install_error(e)));
+                }
+            }
+            self.settle(slot, epoll_fd);
+        }
+    }
+
+    fn pumping(&self) -> bool {
+        self.clients
+            .iter()
+            .any(|c| c.upload.as_ref().is_some_and(|u| u.source.is_some()))
     }
 
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
@@ -1131,6 +1209,30 @@ impl<'c> Runtime<'c> {
             }
         }
     }
+}
+
+/// `recvmsg(2)` of the next bytes from a client, keeping the first descriptor it passes
+/// (`SCM_RIGHTS`, for an install) and closing any others.
+fn receive(client: &mut Client, bytes: &mut [u8]) -> Result<usize, Errno> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(bytes)];
+    let received = rustix::net::recvmsg(
+        &client.fd,
+        &mut iov,
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+    )?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = message {
+            for fd in fds {
+                if client.passed_fd.is_none() {
+                    client.passed_fd = Some(fd);
+                }
+            }
+        }
+    }
+    Ok(received.bytes)
 }
 
 /// Tells a client that could not be taken why, without blocking (best effort).

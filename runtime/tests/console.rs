@@ -252,6 +252,26 @@ fn install_list_inspect_mount_umount_uninstall() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("installed already"));
     assert_eq!(rt.files("repo"), ["hello-1.0.0.npk"]);
     rt.ok(&["umount", "hello", "1.0.0"]);
+    // The same through the socket instead of a passed descriptor.
+    let streamed = rt.package("streamed", "streamed.npk", None);
+    let out = rt.ok(&["install", streamed.to_str().unwrap(), "--stream"]);
+    assert!(out.contains("installed streamed 1.0.0"), "{out}");
+    rt.ok(&["uninstall", "streamed", "1.0.0"]);
+    // An install that announces a descriptor but sends none is a protocol violation.
+    let mut raw = Raw::connect(&rt);
+    raw.hello();
+    raw.send(&Message::Request {
+        id: 5,
+        request: Request::InstallBegin {
+            repository: "default",
+            size: 10,
+            fd: true,
+        },
+    });
+    let answer = Message::decode(&raw.read_frame())
+        .map(|m| format!("{m:?}"))
+        .unwrap_or_default();
+    assert!(answer.contains("Fd"), "{answer}");
     std::fs::create_dir_all(rt.path("data/hello/sub")).unwrap();
     std::fs::write(rt.path("data/hello/sub/state"), b"x").unwrap();
     rt.ok(&["uninstall", "hello", "1.0.0", "--wipe"]);

@@ -142,3 +142,39 @@ fn a_missing_repository_is_an_io_error() {
         Some(InstallError::Io(Errno::NOENT))
     );
 }
+
+#[test]
+fn a_passed_descriptor_is_copied_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = package("passed", None);
+    let source_path = dir.path().join("source.npk");
+    std::fs::write(&source_path, &bytes).unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let source = std::fs::File::open(&source_path).unwrap();
+    let mut i = Install::begin(&c(&repo), 0, bytes.len() as u64, 1 << 30, 1).unwrap();
+    let mut steps = 0;
+    while i.written() < i.expected() {
+        assert!(i.copy_from(&source, 1000).unwrap() > 0);
+        steps += 1;
+    }
+    assert!(steps > 1, "copied in bounded steps");
+    assert_eq!(i.copy_from(&source, 1000), Ok(0));
+    let mut table = Packages::new();
+    let mut scratch = std::boxed::Box::new([0u8; SCRATCH_LEN]);
+    assert_eq!(
+        i.finish(&[], &mut table, &mut scratch)
+            .unwrap()
+            .file
+            .as_str(),
+        "passed-2.0.0.npk"
+    );
+    assert_eq!(std::fs::read(repo.join("passed-2.0.0.npk")).unwrap(), bytes);
+    // A source shorter than announced is an incomplete install.
+    let mut short = Install::begin(&c(&repo), 0, bytes.len() as u64 + 10, 1 << 30, 2).unwrap();
+    while short.copy_from(&source, 1 << 20).is_ok_and(|n| n > 0) {}
+    assert_eq!(
+        short.copy_from(&source, 1 << 20),
+        Err(InstallError::Incomplete)
+    );
+}
