@@ -380,7 +380,7 @@ impl<'c> Runtime<'c> {
                 refuse_full(&fd);
                 continue;
             }
-            let Ok(cred) = rustix::net::sockopt::socket_peercred(&fd) else {
+            let Ok((uid, gid)) = crate::sys::peer::peer_credentials(&fd) else {
                 continue;
             };
             // Tokens below the listener's and the signalfd's, never reused in practice.
@@ -400,8 +400,8 @@ impl<'c> Runtime<'c> {
             let client = Client {
                 token: slot,
                 fd,
-                uid: cred.uid.as_raw(),
-                gid: cred.gid.as_raw(),
+                uid,
+                gid,
                 permissions: None,
                 decoder: FrameDecoder::new([0; MAX_FRAME_LEN]),
                 queue: Vec::new(),

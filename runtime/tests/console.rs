@@ -56,7 +56,15 @@ impl Runtime {
         );
         std::fs::write(d.join("nanostar.conf"), config).unwrap();
         let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private"])
+            // Its own mount and PID namespaces; --kill-child so nothing outlives a failed test.
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--fork",
+                "--kill-child",
+            ])
             .arg(common::x86_64_binary())
             .arg("run")
             .arg(d.join("nanostar.conf"))
@@ -143,12 +151,23 @@ impl Runtime {
     }
 
     /// SIGTERM, then waits; returns the runtime's stderr.
+    /// Stops the runtime with SIGTERM (the graceful path a service manager uses) and
+    /// returns its stderr. The runtime is PID 1 of its namespace, where only signals it
+    /// blocks for its signalfd get through, so this also checks that it does.
     fn stop(&mut self) -> String {
         let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        // `unshare --fork` runs the runtime as its only child.
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        let runtime_pid = std::fs::read_to_string(&children)
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(!runtime_pid.is_empty(), "no runtime under unshare");
+        let status = Command::new("kill")
+            .args(["-TERM", &runtime_pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
         let mut err = String::new();
         child
             .stderr

@@ -10,6 +10,7 @@ pub mod loopdev;
 #[cfg(nanostar_device)]
 mod mem;
 pub mod once;
+pub mod peer;
 pub mod signals;
 mod syscall;
 

@@ -47,6 +47,47 @@ pub unsafe fn raw4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isi
     ret
 }
 
+/// Makes system call `nr` with five arguments and returns the kernel's raw result.
+///
+/// # Safety
+/// As [`raw4`].
+#[inline]
+pub unsafe fn raw5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> isize {
+    let ret: isize;
+    // SAFETY: as in `raw4`, with the fifth argument register of each ABI.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3, in("r8") a4,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") a0 as isize => ret,
+            in("x1") a1, in("x2") a2, in("x3") a3, in("x4") a4,
+            options(nostack),
+        );
+        #[cfg(target_arch = "arm")]
+        core::arch::asm!(
+            "mov {saved}, r7",
+            "mov r7, {nr}",
+            "svc 0",
+            "mov r7, {saved}",
+            nr = in(reg) nr,
+            saved = out(reg) _,
+            inlateout("r0") a0 as isize => ret,
+            in("r1") a1, in("r2") a2, in("r3") a3, in("r4") a4,
+            options(nostack),
+        );
+    }
+    ret
+}
+
 /// The kernel returns `-errno` in `-4095..0` and a value otherwise.
 pub fn result(ret: isize) -> Result<usize, Errno> {
     if (-4095..0).contains(&ret) {
