@@ -1,60 +1,29 @@
-//! Raw system calls with up to four arguments, for the few calls rustix does not have.
+//! Raw system calls with up to five arguments, for the few calls rustix does not have.
 
 use rustix::io::Errno;
 
-/// Makes system call `nr` with four arguments and returns the kernel's raw result.
+/// Makes system call `nr` with four arguments (a zero fifth, which the kernel ignores).
 ///
 /// # Safety
 /// The arguments must be what the kernel expects for `nr`: pointers valid for what the
 /// call reads or writes.
 #[inline]
 pub unsafe fn raw4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
-    let ret: isize;
-    // SAFETY: a system call instruction with the registers the ABI assigns; the caller
-    // vouches for the arguments.
-    unsafe {
-        #[cfg(target_arch = "x86_64")]
-        core::arch::asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3,
-            lateout("rcx") _, lateout("r11") _,
-            options(nostack),
-        );
-        #[cfg(target_arch = "aarch64")]
-        core::arch::asm!(
-            "svc 0",
-            in("x8") nr,
-            inlateout("x0") a0 as isize => ret,
-            in("x1") a1, in("x2") a2, in("x3") a3,
-            options(nostack),
-        );
-        // r7 holds the number but cannot be an operand (it may be the frame pointer):
-        // save it, set it, restore it.
-        #[cfg(target_arch = "arm")]
-        core::arch::asm!(
-            "mov {saved}, r7",
-            "mov r7, {nr}",
-            "svc 0",
-            "mov r7, {saved}",
-            nr = in(reg) nr,
-            saved = out(reg) _,
-            inlateout("r0") a0 as isize => ret,
-            in("r1") a1, in("r2") a2, in("r3") a3,
-            options(nostack),
-        );
-    }
-    ret
+    // SAFETY: the caller vouches for the four arguments; the fifth is unused by `nr`.
+    unsafe { raw5(nr, a0, a1, a2, a3, 0) }
 }
 
 /// Makes system call `nr` with five arguments and returns the kernel's raw result.
 ///
 /// # Safety
-/// As [`raw4`].
+/// The arguments must be what the kernel expects for `nr`: pointers valid for what the
+/// call reads or writes.
 #[inline]
 pub unsafe fn raw5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> isize {
     let ret: isize;
-    // SAFETY: as in `raw4`, with the fifth argument register of each ABI.
+    // SAFETY: a system call instruction with the registers each ABI assigns; the caller
+    // vouches for the arguments. On arm, r7 holds the number but cannot be an operand
+    // (it may be the frame pointer): it is saved, set and restored by hand.
     unsafe {
         #[cfg(target_arch = "x86_64")]
         core::arch::asm!(
