@@ -99,18 +99,24 @@ impl Fixture {
     }
 
     fn pack(&self, out: &str, signed: bool) -> PathBuf {
-        let (m, r, o, k) = (
-            self.s("manifest.toml"),
-            self.s("root"),
-            self.s(out),
-            self.s("dev.key"),
+        let key = self.s("dev.key");
+        let extra: &[&str] = if signed { &["--key", &key] } else { &[] };
+        let result = self.try_pack("manifest.toml", out, extra);
+        assert!(
+            result.status.success(),
+            "npk pack failed: {}",
+            String::from_utf8_lossy(&result.stderr)
         );
-        let mut args = vec!["pack", "--manifest", &m, "--root", &r, "--out", &o];
-        if signed {
-            args.extend(["--key", &k]);
-        }
-        npk_ok(&args);
         self.path(out)
+    }
+
+    /// Runs `npk pack` of the fixture's root with `manifest` (a file in the fixture) into
+    /// `out`, plus `extra` arguments.
+    fn try_pack(&self, manifest: &str, out: &str, extra: &[&str]) -> Output {
+        let (m, r, o) = (self.s(manifest), self.s("root"), self.s(out));
+        let mut args = vec!["pack", "--manifest", &m, "--root", &r, "--out", &o];
+        args.extend(extra);
+        npk(&args)
     }
 
     fn inspect(&self, npk_file: &Path) -> Value {
@@ -556,30 +562,14 @@ fn bad_manifests_and_inputs_fail_before_writing() {
     let f = Fixture::new();
     let bad = MANIFEST.replace("uid = 1000", "uid = 0");
     fs::write(f.path("bad.toml"), bad).unwrap();
-    let out = npk(&[
-        "pack",
-        "--manifest",
-        &f.s("bad.toml"),
-        "--root",
-        &f.s("root"),
-        "--out",
-        &f.s("x.npk"),
-    ]);
+    let out = f.try_pack("bad.toml", "x.npk", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("uid: containers never run as root"));
     assert!(!f.path("x.npk").exists());
     // An unknown syscall in the allow list names the syscall and the architecture.
     let bad = MANIFEST.replace("personality = {", "no_such_call = \"any\"\npersonality = {");
     fs::write(f.path("bad.toml"), bad).unwrap();
-    let out = npk(&[
-        "pack",
-        "--manifest",
-        &f.s("bad.toml"),
-        "--root",
-        &f.s("root"),
-        "--out",
-        &f.s("x.npk"),
-    ]);
+    let out = f.try_pack("bad.toml", "x.npk", &[]);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && msg.contains("no_such_call") && msg.contains("x86_64"),
@@ -587,27 +577,14 @@ fn bad_manifests_and_inputs_fail_before_writing() {
     );
     // An init that is not ELF needs --arch.
     fs::write(f.path("root/bin/hello"), "#!/bin/sh\n").unwrap();
-    let out = npk(&[
-        "pack",
-        "--manifest",
-        &f.s("manifest.toml"),
-        "--root",
-        &f.s("root"),
-        "--out",
-        &f.s("x.npk"),
-    ]);
+    let out = f.try_pack("manifest.toml", "x.npk", &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--arch"));
-    npk_ok(&[
-        "pack",
-        "--manifest",
-        &f.s("manifest.toml"),
-        "--root",
-        &f.s("root"),
-        "--out",
-        &f.s("x.npk"),
-        "--arch",
-        "arm",
-    ]);
+    let packed = f.try_pack("manifest.toml", "x.npk", &["--arch", "arm"]);
+    assert!(
+        packed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packed.stderr)
+    );
     assert_eq!(f.inspect(&f.path("x.npk"))["arch"], "arm");
     // keygen never overwrites.
     let out = npk(&["keygen", "--out", &f.s("dev")]);
