@@ -3,9 +3,13 @@
 #![cfg_attr(nanostar_device, no_std)]
 #![cfg_attr(nanostar_device, no_main)]
 
-// Links the library, whose `_start`, panic handler and mem functions make the program.
+/// Called by the library's `_start` (`sys::entry`), whose panic handler and mem functions
+/// make the rest of the program.
 #[cfg(nanostar_device)]
-use nanostar as _;
+#[unsafe(no_mangle)]
+fn nanostar_main() -> u8 {
+    nanostar::start()
+}
 
 #[cfg(not(nanostar_device))]
 fn main() {

@@ -62,7 +62,16 @@ unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
     let argv = unsafe { sp.add(1) } as *mut *const c_char;
     ARGC.store(argc, Ordering::Relaxed);
     ARGV.store(argv, Ordering::Relaxed);
-    exit_group(i32::from(crate::start()))
+    // SAFETY: every program linking this library defines `nanostar_main` (the `nanostar`
+    // binary calls `crate::start`; the test probe its own) with this signature.
+    exit_group(i32::from(unsafe { nanostar_main() }))
+}
+
+unsafe extern "Rust" {
+    /// The program's main, defined by the binary that links this library, so that other
+    /// no_std programs (the test probe) reuse this entry point, panic handler and mem
+    /// functions.
+    fn nanostar_main() -> u8;
 }
 
 /// argv[1..] as byte strings.
@@ -94,8 +103,7 @@ pub fn exit_group(code: i32) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     let mut out = crate::out::Writer::stderr();
-    let _ =
-        core::fmt::Write::write_fmt(&mut out, format_args!("nanostar: internal error: {info}\n"));
+    let _ = core::fmt::Write::write_fmt(&mut out, format_args!("panicked: {info}\n"));
     out.flush();
     exit_group(101)
 }
