@@ -22,11 +22,12 @@ pub mod error;
 pub mod frame;
 pub mod message;
 
-pub use error::{Error, PackageError, Table, Violation};
+pub use error::{Error, PackageError, SetupStep, Table, Violation};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use message::{
-    EncodeError, ExitStatus, Hello, Inspected, Message, MessageError, Notification, PackageId,
-    PackageInfo, Reply, Request, VersionMismatch, Welcome, peek_hello_version, peek_request_id,
+    ContainerInfo, ContainerState, EncodeError, ExitStatus, Hello, Inspected, Message,
+    MessageError, Notification, PackageId, PackageInfo, Reply, Request, VersionMismatch, Welcome,
+    peek_hello_version, peek_request_id,
 };
 
 /// The protocol version this build speaks. Bumped by every appended variant or field.

@@ -50,7 +50,7 @@ pub const MAX_REPOSITORY_KEYS: usize = 8;
 /// install in whole pages.
 pub const MAX_CHUNK_LEN: usize = 8 * 1024;
 /// Largest console message: the postcard bytes of one frame before COBS. A chunk plus room
-/// for the message around it (under 200 bytes today; the rest is for appended fields).
+/// for the message around it (under 300 bytes today; the rest is for appended fields).
 /// Tests prove every message at its limits fits.
 pub const MAX_FRAME_LEN: usize = MAX_CHUNK_LEN + 512;
 /// Largest frame on the wire: `MAX_FRAME_LEN` after COBS (at most one byte per 254, plus

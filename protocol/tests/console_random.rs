@@ -28,7 +28,7 @@ fn seeds() -> Vec<Vec<u8>> {
         package: pkg,
         repository: "system",
         mounted: true,
-        running: false,
+        container: None,
     };
     let messages = [
         Message::Hello(Hello {

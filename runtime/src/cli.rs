@@ -12,15 +12,23 @@ use crate::{errln, outln};
 
 const USAGE: &str = "usage:
   nanostar run CONFIG                      start the runtime
+  nanostar init [CONFIG]                   be the board's init (PID 1): mount /dev, /proc,
+                                           /sys, cgroup2, /run, the data disk, run the
+                                           runtime, power off at its end (default CONFIG
+                                           /etc/nanostar.conf; the default without arguments
+                                           as PID 1)
   nanostar check-config CONFIG             check a configuration and the packages it finds
   nanostar [--socket PATH] [--json] COMMAND
     list | inspect NAME [VERSION] | install FILE [--repo NAME] [--stream]
     uninstall NAME VERSION [--wipe] | mount NAME VERSION | umount NAME VERSION
+    start NAME [VERSION] [--env KEY=VALUE]... [-- ARGS...]
+    stop NAME [--timeout MS] | kill NAME SIGNAL | logs NAME [--follow]
     shutdown | notifications
   nanostar --version";
 
-/// Most command-line words.
-const MAX_ARGS: usize = 16;
+/// Most command-line words: room for a `start` with all `MAX_ARGS` (32) container
+/// arguments after `--`, some `--env` pairs and the global options.
+const MAX_ARGS: usize = 64;
 
 /// Runs the command given by `args` (without the program name).
 pub fn run<'a>(args: impl Iterator<Item = &'a [u8]>) -> u8 {
@@ -44,6 +52,10 @@ pub fn run<'a>(args: impl Iterator<Item = &'a [u8]>) -> u8 {
         }
         ["check-config", path] => check_config(path.as_bytes()),
         ["run", path] => run_runtime(path),
+        ["init"] => crate::pid1::run(crate::pid1::DEFAULT_CONFIG),
+        ["init", path] => crate::pid1::run(path),
+        // The kernel starts init without arguments.
+        [] if rustix::process::getpid().is_init() => crate::pid1::run(crate::pid1::DEFAULT_CONFIG),
         _ => crate::commands::run(&words).unwrap_or_else(usage),
     }
 }
@@ -54,7 +66,10 @@ fn usage() -> u8 {
 }
 
 /// Reads and parses the configuration at `path` into `buf`, or says why not.
-fn load_config<'b>(path: &str, buf: &'b mut [u8; MAX_CONFIG_LEN]) -> Option<config::Config<'b>> {
+pub(crate) fn load_config<'b>(
+    path: &str,
+    buf: &'b mut [u8; MAX_CONFIG_LEN],
+) -> Option<config::Config<'b>> {
     let text = match crate::fs::read_to_buf(path.as_bytes(), buf) {
         Ok(bytes) => match core::str::from_utf8(bytes) {
             Ok(text) => text,

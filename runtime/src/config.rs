@@ -28,6 +28,19 @@ pub struct Config<'a> {
     pub data_dir: &'a str,
     /// Path of the console's unix socket. Absolute.
     pub socket: &'a str,
+    /// The cgroup v2 directory the runtime makes its containers' cgroups in (`CGROUP/NAME`);
+    /// `None`: containers get no cgroup, and a manifest with cgroup limits is refused.
+    pub cgroup: Option<&'a str>,
+    /// A serial or virtio console device the console protocol is also served on (the
+    /// link a host has to a real board). Its peer has the permissions of uid 0.
+    pub console_device: Option<&'a str>,
+    /// As PID 1: the block device with the persistent file system, mounted at
+    /// `data_mount` before anything else.
+    pub data_device: Option<&'a str>,
+    /// Where `data_device` is mounted.
+    pub data_mount: &'a str,
+    /// The file system type of `data_device`.
+    pub data_fstype: &'a str,
     /// Package repositories, in file order.
     pub repositories: Vec<Repository<'a>, MAX_REPOSITORIES>,
     /// Console permissions by peer credentials.
@@ -185,6 +198,11 @@ pub fn parse(text: &str) -> Result<Config<'_>, ConfigError> {
         run_dir: "",
         data_dir: "",
         socket: "",
+        cgroup: None,
+        console_device: None,
+        data_device: None,
+        data_mount: "/data",
+        data_fstype: "ext4",
         repositories: Vec::new(),
         console: Vec::new(),
         limits: Limits {
@@ -403,13 +421,25 @@ fn set_top<'a>(
     value: Value<'a>,
     line: u32,
 ) -> Result<(), ConfigError> {
-    let slot = match key {
-        "run_dir" => &mut cfg.run_dir,
-        "data_dir" => &mut cfg.data_dir,
-        "socket" => &mut cfg.socket,
-        _ => return Err(at(line, Problem::UnknownKey)),
-    };
-    *slot = path(value, line)?;
+    match key {
+        "cgroup" => cfg.cgroup = Some(path(value, line)?),
+        "console_device" => cfg.console_device = Some(path(value, line)?),
+        "data_device" => cfg.data_device = Some(path(value, line)?),
+        "data_mount" => cfg.data_mount = path(value, line)?,
+        "data_fstype" => match value {
+            Value::Str(name) if check_name(name).is_ok() => cfg.data_fstype = name,
+            _ => return Err(at(line, Problem::Value)),
+        },
+        _ => {
+            let slot = match key {
+                "run_dir" => &mut cfg.run_dir,
+                "data_dir" => &mut cfg.data_dir,
+                "socket" => &mut cfg.socket,
+                _ => return Err(at(line, Problem::UnknownKey)),
+            };
+            *slot = path(value, line)?;
+        }
+    }
     Ok(())
 }
 

@@ -11,7 +11,8 @@
 //! - [`repository`]: verified packages in repository directories.
 //! - [`install`]: power-loss-safe installs.
 //! - [`mount`]: loop + dm-verity + squashfs.
-//! - [`server`]: the event loop serving the console.
+//! - [`server`]: the event loop serving the console; [`container`]: containers.
+//! - [`pid1`]: the board's init.
 //! - [`cli`]: the command line; [`commands`] and [`client`]: talking to a running runtime.
 //! - [`out`], [`fs`]: buffered text output, small file reads.
 //! - [`limits`]: every capacity, in one place.
@@ -22,11 +23,13 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod container;
 pub mod fs;
 pub mod install;
 pub mod limits;
 pub mod mount;
 pub mod out;
+pub mod pid1;
 pub mod repository;
 pub mod server;
 pub mod sys;

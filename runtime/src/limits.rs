@@ -24,3 +24,15 @@ pub const OUTPUT_QUEUE_LEN: usize = 2 * MAX_WIRE_FRAME_LEN;
 pub const MAX_MOUNTS_TOTAL: usize = 64;
 /// Deepest directory tree `uninstall --wipe` removes.
 pub const MAX_TREE_DEPTH: usize = 32;
+/// Containers the runtime tracks at once: running ones, and stopped ones whose logs and
+/// last exit are kept until the slot is needed.
+pub const MAX_CONTAINERS: usize = 16;
+/// Bytes of output kept per container (stdout and stderr together); older output is
+/// overwritten. Rings live in `.bss`: a ring costs RAM only once its container writes.
+pub const LOG_RING_LEN: usize = 16 * 1024;
+/// Bytes read from one container's output pipe per loop turn, so a container that
+/// writes without pause cannot keep the loop from everyone else.
+pub const LOG_READ_SLICE: usize = 4 * 1024;
+/// Room for the strings of one `execve`: init, arguments and environment (manifest,
+/// override and the runtime's own variables), each NUL-terminated.
+pub const EXEC_STRINGS_LEN: usize = 64 * 1024;

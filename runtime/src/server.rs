@@ -29,7 +29,10 @@ use rustix::net::{
 };
 use rustix::time::ClockId;
 
+mod containers;
+
 use crate::config::Config;
+use crate::container::cgroup;
 use crate::install::{Install, InstallError};
 use crate::limits::{
     MAX_CLIENTS, MAX_PATH_LEN, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS, OUTPUT_QUEUE_LEN,
@@ -37,11 +40,14 @@ use crate::limits::{
 use crate::mount::{self, MountError, MountSpec, Mounted, Verity};
 use crate::repository::{self, Leftovers, Package, Packages, Rejection, SCRATCH_LEN, ScanEvent};
 use crate::sys::once::TakeOnce;
+use crate::sys::process::Exec;
 use crate::sys::signals::{self, SignalSet};
 use crate::{errln, fs};
+use containers::{Containers, LogReader, StartRequest, TOKEN_CONTAINER};
 
 const SIGINT: u32 = 2;
 const SIGTERM: u32 = 15;
+const SIGCHLD: u32 = 17;
 /// epoll data of the listening socket and the signalfd; clients use their slot index.
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_SIGNALS: u64 = u64::MAX - 1;
@@ -57,6 +63,9 @@ const READ_LEN: usize = 4096;
 static SCRATCH: TakeOnce<[u8; SCRATCH_LEN]> = TakeOnce::new([0; SCRATCH_LEN]);
 static CLIENTS: TakeOnce<Vec<Client, MAX_CLIENTS>> = TakeOnce::new(Vec::new());
 static PACKAGES: TakeOnce<Packages> = TakeOnce::new(Packages::new());
+static CONTAINERS: TakeOnce<Containers> = TakeOnce::new(Containers::new());
+static EXEC: TakeOnce<Exec> = TakeOnce::new(Exec::new());
+static LAUNCH: TakeOnce<[u8; SCRATCH_LEN]> = TakeOnce::new([0; SCRATCH_LEN]);
 
 /// Why the runtime could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +141,25 @@ struct Client {
     passed_fd: Option<OwnedFd>,
     /// Close once the queue is written.
     closing: bool,
+    /// The container log this client reads.
+    logs: Option<LogReader>,
+    /// The console device (`console_device`), not a socket: read and written as a
+    /// byte stream, never closed; a `Hello` on it starts a new session.
+    device: bool,
+}
+
+impl Client {
+    /// Forgets the session on the console device: handshake, subscription, install,
+    /// log reader, queued output.
+    fn reset_session(&mut self) {
+        self.permissions = None;
+        self.subscribed = false;
+        self.upload = None;
+        self.logs = None;
+        self.queue.clear();
+        self.closing = false;
+        self.decoder = FrameDecoder::new([0; MAX_FRAME_LEN]);
+    }
 }
 
 /// The runtime's state.
@@ -146,23 +174,43 @@ pub struct Runtime<'c> {
     scratch: &'c mut [u8; SCRATCH_LEN],
     install_serial: u32,
     shutdown: bool,
+    /// Containers and their log rings.
+    containers: &'c mut Containers,
+    /// argv and envp of the next container's app.
+    exec: &'c mut Exec,
+    /// A starting container's package header, manifest and seccomp program (taken out
+    /// while a start uses it).
+    launch: Option<&'c mut [u8; SCRATCH_LEN]>,
+    /// A second descriptor of the loop's epoll set, for container pipes registered by
+    /// request handlers.
+    epoll: OwnedFd,
+    /// /dev/null, containers' stdin (opened at the first start).
+    null: Option<OwnedFd>,
+    /// /dev/kmsg, for containers that copy their output there (opened when needed).
+    kmsg: Option<OwnedFd>,
+    /// `stop_all` ran for the shutdown.
+    stopping_all: bool,
 }
 
 /// Runs the runtime with `config` until SIGTERM, SIGINT or a shutdown request; returns
 /// after everything is unmounted.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    let signal_set = SignalSet::of(&[SIGTERM, SIGINT]);
+    let signal_set = SignalSet::of(&[SIGTERM, SIGINT, SIGCHLD]);
     signals::block(signal_set).map_err(StartError::Setup)?;
     let signal_fd = signals::signalfd(signal_set).map_err(StartError::Setup)?;
-    let (Some(scratch), Some(clients), Some(packages)) =
-        (SCRATCH.take(), CLIENTS.take(), PACKAGES.take())
-    else {
-        return Err(StartError::Setup(Errno::BUSY));
+    let tables = Tables {
+        scratch: SCRATCH.take(),
+        clients: CLIENTS.take(),
+        packages: PACKAGES.take(),
+        containers: CONTAINERS.take(),
+        exec: EXEC.take(),
+        launch: LAUNCH.take(),
     };
-    let mut runtime = Runtime::new(config, scratch, clients, packages)?;
+    let epoll_fd = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(StartError::Setup)?;
+    let epoll_copy = rustix::io::fcntl_dupfd_cloexec(&epoll_fd, 0).map_err(StartError::Setup)?;
+    let mut runtime = Runtime::new(config, tables, epoll_copy)?;
     runtime.scan_repositories();
     let listener = listen(config.socket)?;
-    let epoll_fd = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(StartError::Setup)?;
     let readable = epoll::EventFlags::IN;
     epoll::add(
         &epoll_fd,
@@ -178,12 +226,20 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         readable,
     )
     .map_err(StartError::Setup)?;
+    if let Some(device) = config.console_device {
+        runtime.add_device(device, &epoll_fd);
+    }
     errln!(
         "nanostar: serving {} packages on {}",
         runtime.packages.len(),
         config.socket
     );
-    while !runtime.shutdown {
+    runtime.autostart();
+    while !runtime.shutdown || runtime.containers_alive() {
+        if runtime.shutdown && !runtime.stopping_all {
+            runtime.stopping_all = true;
+            runtime.stop_all();
+        }
         let mut events = [MaybeUninit::<epoll::Event>::uninit(); EVENTS];
         let timeout = runtime.next_timeout();
         let (ready, _) = match epoll::wait(&epoll_fd, &mut events, timeout.as_ref()) {
@@ -195,11 +251,15 @@ pub fn run(config: &Config) -> Result<(), StartError> {
             match event.data.u64() {
                 TOKEN_LISTENER => runtime.accept(&listener, &epoll_fd),
                 TOKEN_SIGNALS => runtime.read_signals(&signal_fd),
+                token if token & TOKEN_CONTAINER != 0 => runtime.container_event(token),
                 token => runtime.client_event(token, event.flags, &epoll_fd),
             }
         }
         runtime.pump_uploads(&epoll_fd);
         runtime.expire_uploads(&epoll_fd);
+        runtime.container_timers();
+        runtime.pump_logs();
+        runtime.settle_all(&epoll_fd);
     }
     runtime.notify(Notification::ShuttingDown);
     runtime.flush_all();
@@ -231,7 +291,7 @@ fn listen(path: &str) -> Result<OwnedFd, StartError> {
 }
 
 /// `mkdir -p` for an absolute path.
-fn create_dirs(path: &str) -> Result<(), Errno> {
+pub(crate) fn create_dirs(path: &str) -> Result<(), Errno> {
     let mut buf = [0u8; MAX_PATH_LEN + 1];
     for (i, _) in path
         .match_indices('/')
@@ -264,13 +324,41 @@ fn is_before(a: &Timespec, b: &Timespec) -> bool {
     (a.tv_sec, a.tv_nsec) < (b.tv_sec, b.tv_nsec)
 }
 
+/// The runtime's static tables, each taken once (`None`: taken before, so `run` runs
+/// once per process).
+struct Tables {
+    scratch: Option<&'static mut [u8; SCRATCH_LEN]>,
+    clients: Option<&'static mut Vec<Client, MAX_CLIENTS>>,
+    packages: Option<&'static mut Packages>,
+    containers: Option<&'static mut Containers>,
+    exec: Option<&'static mut Exec>,
+    launch: Option<&'static mut [u8; SCRATCH_LEN]>,
+}
+
 impl<'c> Runtime<'c> {
     fn new(
         config: &'c Config<'c>,
-        scratch: &'c mut [u8; SCRATCH_LEN],
-        clients: &'c mut Vec<Client, MAX_CLIENTS>,
-        packages: &'c mut Packages,
+        tables: Tables,
+        epoll: OwnedFd,
     ) -> Result<Runtime<'c>, StartError> {
+        let (
+            Some(scratch),
+            Some(clients),
+            Some(packages),
+            Some(containers),
+            Some(exec),
+            Some(launch),
+        ) = (
+            tables.scratch,
+            tables.clients,
+            tables.packages,
+            tables.containers,
+            tables.exec,
+            tables.launch,
+        )
+        else {
+            return Err(StartError::Setup(Errno::BUSY));
+        };
         let mut keys = Vec::new();
         for (index, repo) in config.repositories.iter().enumerate() {
             let mut repo_keys = Vec::new();
@@ -287,6 +375,14 @@ impl<'c> Runtime<'c> {
         {
             create_dirs(dir).map_err(StartError::Directory)?;
         }
+        if let Some(root) = config.cgroup
+            && let Err(e) = cgroup::prepare_root(root)
+        {
+            errln!(
+                "nanostar: cgroup {root}: {} (containers with cgroup limits will not start)",
+                fs::errno_text(e)
+            );
+        }
         Ok(Runtime {
             config,
             keys,
@@ -297,6 +393,13 @@ impl<'c> Runtime<'c> {
             scratch,
             install_serial: 0,
             shutdown: false,
+            containers,
+            exec,
+            launch: Some(launch),
+            epoll,
+            null: None,
+            kmsg: None,
+            stopping_all: false,
         })
     }
 
@@ -336,7 +439,7 @@ impl<'c> Runtime<'c> {
     }
 
     fn next_timeout(&self) -> Option<Timespec> {
-        if self.pumping() {
+        if self.pumping() || self.logs_pending() {
             return Some(Timespec {
                 tv_sec: 0,
                 tv_nsec: 0,
@@ -346,6 +449,7 @@ impl<'c> Runtime<'c> {
             .clients
             .iter()
             .filter_map(|c| c.upload.as_ref().map(|u| u.deadline))
+            .chain(self.next_container_timer())
             .min_by(|a, b| (a.tv_sec, a.tv_nsec).cmp(&(b.tv_sec, b.tv_nsec)))?;
         let n = now();
         let ns = (earliest.tv_sec - n.tv_sec) * 1_000_000_000 + (earliest.tv_nsec - n.tv_nsec);
@@ -360,6 +464,8 @@ impl<'c> Runtime<'c> {
         while let Ok(Some(signal)) = signals::read_signal(fd) {
             if signal == SIGTERM || signal == SIGINT {
                 self.shutdown = true;
+            } else if signal == SIGCHLD {
+                self.reap_children();
             }
         }
     }
@@ -409,10 +515,64 @@ impl<'c> Runtime<'c> {
                 upload: None,
                 passed_fd: None,
                 closing: false,
+                logs: None,
+                device: false,
             };
             // Cannot fail: checked for room above.
             let _ = self.clients.push(client);
         }
+    }
+
+    /// Serves the console protocol on a serial or virtio console device too, as a
+    /// client with the permissions of uid 0 that is never closed.
+    #[inline(never)]
+    fn add_device(&mut self, path: &str, epoll_fd: &OwnedFd) {
+        let opened = rustix::fs::open(
+            path,
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(e) => {
+                errln!("nanostar: console device {path}: {}", fs::errno_text(e));
+                return;
+            }
+        };
+        // Raw: no echo, no line editing, no translation of the protocol's bytes.
+        if let Ok(mut termios) = rustix::termios::tcgetattr(&fd) {
+            termios.make_raw();
+            let _ =
+                rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &termios);
+        }
+        self.next_token = (self.next_token + 1) % TOKEN_SIGNALS;
+        let token = self.next_token;
+        let added = epoll::add(
+            epoll_fd,
+            &fd,
+            epoll::EventData::new_u64(token),
+            epoll::EventFlags::IN,
+        );
+        if added.is_err() || self.clients.is_full() {
+            errln!("nanostar: console device {path}: cannot serve it");
+            return;
+        }
+        let _ = self.clients.push(Client {
+            token,
+            fd,
+            uid: 0,
+            gid: 0,
+            permissions: None,
+            decoder: FrameDecoder::new([0; MAX_FRAME_LEN]),
+            queue: Vec::new(),
+            subscribed: false,
+            upload: None,
+            passed_fd: None,
+            closing: false,
+            logs: None,
+            device: true,
+        });
+        errln!("nanostar: serving the console on {path}");
     }
 
     fn client(&mut self, token: u64) -> Option<&mut Client> {
@@ -507,6 +667,16 @@ impl<'c> Runtime<'c> {
 
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn handle_frame(&mut self, slot: u64, frame: &[u8]) {
+        let new_session = self.client_ref(slot).is_some_and(|c| {
+            c.device && c.permissions.is_some() && peek_hello_version(frame).is_some()
+        });
+        if new_session {
+            // A new host session on the console device.
+            if let Some(c) = self.client(slot) {
+                c.reset_session();
+            }
+            return self.handshake(slot, frame);
+        }
         let Some(client) = self.client_ref(slot) else {
             return;
         };
@@ -561,13 +731,25 @@ impl<'c> Runtime<'c> {
                 }
                 self.reply(slot, id, &Reply::Ok);
             }
-            // Containers are the next step of the runtime (issue 4): refused, typed.
-            Request::Start { .. }
-            | Request::Stop { .. }
-            | Request::Kill { .. }
-            | Request::Logs { .. } => {
-                self.reply(slot, id, &Reply::Error(Error::Full(Table::Containers)))
+            Request::Start {
+                name,
+                version,
+                args,
+                env,
+            } => {
+                let request = StartRequest {
+                    name,
+                    version,
+                    args: args.as_deref(),
+                    env: &env,
+                };
+                self.start(slot, id, &request)
             }
+            Request::Stop {
+                name, timeout_ms, ..
+            } => self.stop(slot, id, name, timeout_ms),
+            Request::Kill { name, signal, .. } => self.kill(slot, id, name, signal),
+            Request::Logs { name, follow, .. } => self.logs(slot, id, name, follow),
         }
     }
 
@@ -648,11 +830,16 @@ impl<'c> Runtime<'c> {
             return;
         };
         while !client.queue.is_empty() {
-            match rustix::net::send(
-                &client.fd,
-                &client.queue,
-                SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-            ) {
+            let sent = if client.device {
+                rustix::io::write(&client.fd, &client.queue)
+            } else {
+                rustix::net::send(
+                    &client.fd,
+                    &client.queue,
+                    SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+                )
+            };
+            match sent {
                 Ok(n) => {
                     let rest = client.queue.len() - n;
                     client.queue.copy_within(n.., 0);
@@ -675,19 +862,37 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    /// Settles every client with something to write or to close: replies and
+    /// notifications caused by other events (a container's report, another client).
+    fn settle_all(&mut self, epoll_fd: &OwnedFd) {
+        for slot in self.tokens() {
+            if self
+                .client_ref(slot)
+                .is_some_and(|c| c.closing || !c.queue.is_empty())
+            {
+                self.settle(slot, epoll_fd);
+            }
+        }
+    }
+
     /// After handling a client's events: write its replies, then close it or wait for
     /// the socket to drain.
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn settle(&mut self, slot: u64, epoll_fd: &OwnedFd) {
         self.flush(slot);
-        let Some(client) = self.client_ref(slot) else {
+        let Some(client) = self.client(slot) else {
             return;
         };
         if client.closing && client.queue.is_empty() {
-            let _ = epoll::delete(epoll_fd, &client.fd);
-            // Dropping the client drops its install, which removes the temporary file.
-            self.remove_client(slot);
-            return;
+            if client.device {
+                // The link stays; whoever is at its other end starts again with a Hello.
+                client.reset_session();
+            } else {
+                let _ = epoll::delete(epoll_fd, &client.fd);
+                // Dropping the client drops its install, which removes the temporary file.
+                self.remove_client(slot);
+                return;
+            }
         }
         let mut flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
         if !client.queue.is_empty() {
@@ -740,7 +945,7 @@ impl<'c> Runtime<'c> {
             },
             repository: self.repository_name(p.repository),
             mounted: self.is_mounted(&p.name, &p.version),
-            running: false,
+            container: self.container_info(&p.name, &p.version),
         }
     }
 
@@ -858,7 +1063,7 @@ impl<'c> Runtime<'c> {
                 },
                 repository: self.repository_name(p.repository),
                 mounted: self.is_mounted(&p.name, &p.version),
-                running: false,
+                container: self.container_info(&p.name, &p.version),
             },
             size: p.size,
             key,
@@ -1151,6 +1356,15 @@ impl<'c> Runtime<'c> {
 
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn umount(&mut self, slot: u64, id: u32, package: PackageId) {
+        if let Some((name, version)) = self.user_of(package.name, &package.version) {
+            let mut user: String<{ crate::limits::MAX_NAME_LEN }> = String::new();
+            let _ = user.push_str(name);
+            let used_by = PackageId {
+                name: &user,
+                version,
+            };
+            return self.reply(slot, id, &Reply::Error(Error::Busy { used_by }));
+        }
         let Some(index) = self
             .mounts
             .iter()
@@ -1214,6 +1428,9 @@ impl<'c> Runtime<'c> {
 /// `recvmsg(2)` of the next bytes from a client, keeping the first descriptor it passes
 /// (`SCM_RIGHTS`, for an install) and closing any others.
 fn receive(client: &mut Client, bytes: &mut [u8]) -> Result<usize, Errno> {
+    if client.device {
+        return rustix::io::read(&client.fd, bytes);
+    }
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(bytes)];

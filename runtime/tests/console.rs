@@ -5,117 +5,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{Raw, Runtime, is_root};
 
 use nanostar_protocol::console::{Hello, Message, Reply, Request, encode_frame};
 use nanostar_tools::manifest::SourceManifest;
 use nanostar_tools::package::{PackInput, pack};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A runtime in temporary directories, with a keyless `default` repository and a keyed
-/// `signed` one; stopped (SIGTERM) when dropped.
-struct Runtime {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    key: ed25519_compact::KeyPair,
-    other_key: ed25519_compact::KeyPair,
-}
-
 impl Runtime {
-    fn start() -> Runtime {
-        Runtime::start_with(|_| {})
-    }
-
-    /// `prepare` may put files into the repositories before the runtime starts.
-    fn start_with(prepare: impl FnOnce(&Path)) -> Runtime {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let (secret, public) = nanostar_tools::keys::generate(&d.join("release")).unwrap();
-        let (other, _) = nanostar_tools::keys::generate(&d.join("other")).unwrap();
-        for repo in ["repo", "signed"] {
-            std::fs::create_dir(d.join(repo)).unwrap();
-        }
-        prepare(d);
-        let config = format!(
-            "run_dir = \"{0}/run\"\ndata_dir = \"{0}/data\"\nsocket = \"{0}/run/console\"\n[limits]\nmax_clients = 4\ninstall_timeout_ms = 2000\n\
-             [repository.default]\ndir = \"{0}/repo\"\n[repository.signed]\ndir = \"{0}/signed\"\nkeys = [\"{1}\"]\n[console]\nuid.0 = \"full\"\n",
-            d.display(),
-            public.display()
-        );
-        std::fs::write(d.join("nanostar.conf"), config).unwrap();
-        let child = Command::new("unshare")
-            // Its own mount and PID namespaces; --kill-child so nothing outlives a failed test.
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-            ])
-            .arg(common::x86_64_binary())
-            .arg("run")
-            .arg(d.join("nanostar.conf"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("unshare (util-linux)");
-        let runtime = Runtime {
-            child: Some(child),
-            key: nanostar_tools::keys::read_secret(&secret).unwrap(),
-            other_key: nanostar_tools::keys::read_secret(&other).unwrap(),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !runtime.socket().exists() {
-            assert!(Instant::now() < deadline, "the runtime did not come up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        runtime
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.path("run/console")
-    }
-
-    /// Runs a client command against this runtime.
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(common::x86_64_binary())
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "nanostar {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// Packs a package named `name` 1.0.0 into `file` (in the test directory).
     fn package(&self, name: &str, file: &str, key: Option<&ed25519_compact::KeyPair>) -> PathBuf {
         let root = self.path(&format!("root-{name}"));
@@ -140,104 +41,6 @@ impl Runtime {
         std::fs::write(&path, bytes).unwrap();
         path
     }
-
-    fn files(&self, repo: &str) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.path(repo))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// SIGTERM, then waits; returns the runtime's stderr.
-    /// Stops the runtime with SIGTERM (the graceful path a service manager uses) and
-    /// returns its stderr. The runtime is PID 1 of its namespace, where only signals it
-    /// blocks for its signalfd get through, so this also checks that it does.
-    fn stop(&mut self) -> String {
-        let mut child = self.child.take().unwrap();
-        // `unshare --fork` runs the runtime as its only child.
-        let children = format!("/proc/{0}/task/{0}/children", child.id());
-        let runtime_pid = std::fs::read_to_string(&children)
-            .unwrap()
-            .trim()
-            .to_string();
-        assert!(!runtime_pid.is_empty(), "no runtime under unshare");
-        let status = Command::new("kill")
-            .args(["-TERM", &runtime_pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        let status = child.wait().unwrap();
-        assert!(status.success(), "runtime exited with {status}: {err}");
-        err
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A raw connection for frames the client would never send.
-struct Raw(UnixStream);
-
-impl Raw {
-    fn connect(rt: &Runtime) -> Raw {
-        let s = UnixStream::connect(rt.socket()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Raw(s)
-    }
-
-    fn send(&mut self, m: &Message) {
-        let mut wire = vec![0u8; 9000];
-        let bytes = m.encode(&mut wire).unwrap();
-        self.0.write_all(bytes).unwrap();
-    }
-
-    fn hello(&mut self) {
-        self.send(&Message::Hello(Hello {
-            protocol_version: 1,
-            client: "test",
-        }));
-        let reply = self.read_frame();
-        assert!(
-            matches!(Message::decode(&reply), Ok(Message::Welcome(_))),
-            "{reply:?}"
-        );
-    }
-
-    /// Reads one frame (up to its 0x00) and returns it, COBS-decoded.
-    fn read_frame(&mut self) -> Vec<u8> {
-        let mut wire = Vec::new();
-        let mut byte = [0u8; 1];
-        loop {
-            match self.0.read(&mut byte) {
-                Ok(1) if byte[0] == 0 && !wire.is_empty() => break,
-                Ok(1) => wire.push(byte[0]),
-                _ => return Vec::new(),
-            }
-        }
-        let mut decoder = nanostar_protocol::console::FrameDecoder::new(vec![0u8; 9000]);
-        wire.push(0);
-        let mut input = &wire[..];
-        decoder
-            .decode(&mut input)
-            .and_then(|r| r.ok())
-            .map(|f| f.to_vec())
-            .unwrap_or_default()
-    }
 }
 
 #[test]
@@ -253,7 +56,7 @@ fn install_list_inspect_mount_umount_uninstall() {
     assert!(out.contains("installed hello 1.0.0 into default"), "{out}");
     assert_eq!(rt.files("repo"), ["hello-1.0.0.npk"]);
     let list = rt.ok(&["--json", "list"]);
-    assert!(list.contains("{\"name\":\"hello\",\"version\":\"1.0.0\",\"repository\":\"default\",\"mounted\":false}"), "{list}");
+    assert!(list.contains("{\"name\":\"hello\",\"version\":\"1.0.0\",\"repository\":\"default\",\"mounted\":false,\"container\":null}"), "{list}");
     let inspect = rt.ok(&["inspect", "hello"]);
     assert!(
         inspect.contains("application, init /bin/x, uid 1000, gid 1000, 1 mounts"),

@@ -8,8 +8,11 @@ use std::process::{Command, Output};
 
 use common::{TARGETS, device_binaries, x86_64_binary};
 
-/// Regression ceiling for the stripped binary (DESIGN.md's budget is 128 KiB).
-const SIZE_CEILING: usize = 224 * 1024;
+/// Regression ceiling for the stripped binary. DESIGN.md's budget is 128 KiB, which the
+/// build does not meet (about 260 KiB on ARMv7, 300 KiB on x86_64, with containers,
+/// PID-1 mode and the client; see the issue notes for where the bytes go); this only
+/// catches growth.
+const SIZE_CEILING: usize = 320 * 1024;
 
 fn run(args: &[&str]) -> Output {
     Command::new(x86_64_binary())

@@ -1,4 +1,4 @@
-//! Host tools for nanostar: the library behind the `npk` command.
+//! Host tools for nanostar: the library behind the `npk` and `nanostar-board` commands.
 //!
 //! - [`manifest`]: the TOML manifest, lowered to the protocol's and validated.
 //! - [`image`]: the squashfs image of a package root, built in pure Rust.
@@ -6,8 +6,12 @@
 //! - [`verity`]: the dm-verity hash tree.
 //! - [`package`]: whole packages: pack, open, check.
 //! - [`keys`]: Ed25519 key files.
+//! - [`initramfs`]: newc cpio archives for booting a board.
+//! - [`board`]: QEMU boards: kernel, boot and the guest's verdict (`nanostar-board`).
 
+pub mod board;
 pub mod image;
+pub mod initramfs;
 pub mod keys;
 pub mod manifest;
 pub mod output;

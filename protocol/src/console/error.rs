@@ -57,6 +57,69 @@ pub enum Error<'a> {
     NotRunning,
     /// A resource package (no `init`) cannot be started.
     IsResource,
+    /// No installed package matches a resource mount of the manifest.
+    ResourceMissing {
+        /// The resource package's name.
+        name: &'a str,
+    },
+    /// The host path of a bind mount does not exist (or cannot be used).
+    BindSourceMissing {
+        /// The host path.
+        path: &'a str,
+    },
+    /// The network namespace to join does not exist under `/run/netns`.
+    NetnsMissing {
+        /// Its name.
+        name: &'a str,
+    },
+    /// The manifest sets cgroup limits, but the runtime has no cgroup directory
+    /// (configuration `cgroup`) or the kernel lacks the controller.
+    CgroupUnavailable,
+    /// Setting up the container failed at this step with this errno; nothing of it is
+    /// left running.
+    Setup {
+        /// Which step.
+        step: SetupStep,
+        /// The errno of the failing system call.
+        errno: u16,
+    },
+}
+
+/// A step of a container's setup (`Error::Setup`), in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetupStep {
+    /// Making the runtime's side: pipes, the cgroup, the persistent data directory.
+    Prepare,
+    /// `clone3` of the container's init.
+    Clone,
+    /// Joining the named network namespace.
+    Network,
+    /// Setting the host name.
+    Hostname,
+    /// The manifest's mount with this index.
+    Mount(u8),
+    /// `pivot_root` and detaching the old root.
+    PivotRoot,
+    /// Forking the app from init.
+    Fork,
+    /// The app's standard descriptors.
+    Stdio,
+    /// The rlimit with this index.
+    Rlimit(u8),
+    /// Dropping capabilities from the bounding set, or setting the rest.
+    Capabilities,
+    /// `setgroups`.
+    Groups,
+    /// `setresgid`.
+    Gid,
+    /// `setresuid`.
+    Uid,
+    /// `no_new_privs`.
+    NoNewPrivs,
+    /// Loading the seccomp filter.
+    Seccomp,
+    /// `execve` of `init` (ENOENT: not in the image).
+    Exec,
 }
 
 /// How a client broke the protocol. The runtime answers and, for the first three, closes

@@ -26,7 +26,7 @@ const TAG_REQUEST: u8 = 3;
 
 /// One frame's content.
 // No allocator, so no boxing: a decoded message is a stack value (the largest variants,
-// a full list page or start override, are about 1.5 KiB) that lives for one request.
+// a full list page, are about 3 KiB) that lives for one request.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message<'a> {
@@ -106,13 +106,43 @@ pub struct PackageInfo<'a> {
     pub repository: &'a str,
     /// Whether its image is mounted.
     pub mounted: bool,
-    /// Whether its container is running.
-    pub running: bool,
+    /// Its container, when this version runs or ran since the runtime started.
+    pub container: Option<ContainerInfo>,
+}
+
+/// What a container is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Not running; `last_exit` says how it ended.
+    Stopped,
+    /// Being set up; not yet running its app.
+    Starting,
+    /// Running its app.
+    Running,
+    /// Asked to stop; waiting for it to exit (SIGKILL when the timeout passes).
+    Stopping,
+    /// Exited; started again after the restart policy's delay.
+    Restarting,
+}
+
+/// A container's state, as `list` and `inspect` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// What it is doing.
+    pub state: ContainerState,
+    /// Its init's pid as the runtime sees it; 0 when not running.
+    pub pid: u32,
+    /// Milliseconds since it started; 0 when not running.
+    pub uptime_ms: u64,
+    /// How its app ended the last time, if it did.
+    pub last_exit: Option<ExitStatus>,
+    /// Restarts by the restart policy since the last start by request.
+    pub restarts: u32,
 }
 
 /// What a client asks the runtime to do. Append-only.
 // No allocator, so no boxing: a decoded message is a stack value (the largest variants,
-// a full list page or start override, are about 1.5 KiB) that lives for one request.
+// a full list page, are about 3 KiB) that lives for one request.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request<'a> {
@@ -173,7 +203,8 @@ pub enum Request<'a> {
     Subscribe,
     /// Stops notifications to this connection. Reply: [`Reply::Ok`].
     Unsubscribe,
-    /// Starts a package's container. Reply: [`Reply::Ok`].
+    /// Starts a package's container. Reply: [`Reply::Ok`] once its app runs (after
+    /// `execve`), or the error that stopped its setup.
     Start {
         /// Package name.
         name: &'a str,
@@ -186,7 +217,7 @@ pub enum Request<'a> {
         #[serde(borrow)]
         env: Vec<EnvVar<'a>, MAX_ENV>,
     },
-    /// SIGTERM, then SIGKILL after the timeout. Reply: [`Reply::Ok`] once it exited.
+    /// SIGTERM, then SIGKILL after the timeout. Reply: [`Reply::Stopped`] once it exited.
     Stop {
         /// Package name.
         name: &'a str,
@@ -210,14 +241,15 @@ pub enum Request<'a> {
         name: &'a str,
         /// Package version; `None` = the newest installed.
         version: Option<Version>,
-        /// Keep sending new output until the connection closes.
+        /// Keep sending new output until the connection closes (or the container's
+        /// log is dropped from the runtime's table).
         follow: bool,
     },
 }
 
 /// The runtime's answer to a request. Append-only.
 // No allocator, so no boxing: a decoded message is a stack value (the largest variants,
-// a full list page or start override, are about 1.5 KiB) that lives for one request.
+// a full list page, are about 3 KiB) that lives for one request.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply<'a> {
@@ -257,6 +289,8 @@ pub enum Reply<'a> {
     },
     /// No more log pieces for this request.
     LogEnd,
+    /// The container stopped (the answer to `stop`); this is how its app ended.
+    Stopped(ExitStatus),
 }
 
 /// One package's state and a piece of its manifest.
@@ -518,6 +552,9 @@ impl Reply<'_> {
     pub fn check(&self) -> Result<(), MessageError> {
         match self {
             Reply::Error(Error::Busy { used_by }) => used_by.check(),
+            Reply::Error(Error::ResourceMissing { name }) => name_rule(name),
+            Reply::Error(Error::NetnsMissing { name }) => text(name, MAX_NETNS_NAME_LEN),
+            Reply::Error(Error::BindSourceMissing { path }) => text(path, MAX_PATH_LEN),
             Reply::Packages { packages, .. } => packages.iter().try_for_each(PackageInfo::check),
             Reply::Inspected(i) => i.check(),
             Reply::Installed(package) => package.check(),
@@ -526,7 +563,8 @@ impl Reply<'_> {
             | Reply::Error(_)
             | Reply::InstallAccepted
             | Reply::InstallProgress { .. }
-            | Reply::LogEnd => Ok(()),
+            | Reply::LogEnd
+            | Reply::Stopped(_) => Ok(()),
         }
     }
 }

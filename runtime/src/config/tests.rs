@@ -5,6 +5,7 @@ const GOOD: &str = r#"
 run_dir = "/run/nanostar"
 data_dir = "/data/nanostar"   # persistent data
 socket = "/run/nanostar/console"
+cgroup = "/sys/fs/cgroup/nanostar"
 
 [limits]
 max_clients = 4
@@ -31,6 +32,7 @@ fn parses_everything() {
         (c.run_dir, c.data_dir, c.socket),
         ("/run/nanostar", "/data/nanostar", "/run/nanostar/console")
     );
+    assert_eq!(c.cgroup, Some("/sys/fs/cgroup/nanostar"));
     assert_eq!(
         c.limits,
         Limits {
@@ -42,7 +44,7 @@ fn parses_everything() {
     let sys = &c.repositories[0];
     assert_eq!(
         (sys.name, sys.dir, sys.max_install_size, sys.line),
-        ("system", "/data/nanostar/repos/system", 32 << 20, 11)
+        ("system", "/data/nanostar/repos/system", 32 << 20, 12)
     );
     assert_eq!(
         sys.keys.as_slice(),
@@ -75,6 +77,28 @@ fn parses_everything() {
 }
 
 #[test]
+fn board_keys() {
+    let c = parse(
+        "run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\nconsole_device = \"/dev/hvc0\"\n\
+         data_device = \"/dev/vda\"\ndata_mount = \"/persist\"\ndata_fstype = \"ext2\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (c.console_device, c.data_device, c.data_mount, c.data_fstype),
+        (Some("/dev/hvc0"), Some("/dev/vda"), "/persist", "ext2")
+    );
+    let bad =
+        parse("run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\ndata_fstype = \"ext 4\"\n");
+    assert_eq!(
+        bad,
+        Err(ConfigError {
+            line: 4,
+            problem: Problem::Value
+        })
+    );
+}
+
+#[test]
 fn defaults() {
     let c = parse("run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\n").unwrap();
     assert_eq!(
@@ -85,6 +109,9 @@ fn defaults() {
         }
     );
     assert!(c.repositories.is_empty() && c.console.is_empty());
+    assert_eq!(c.cgroup, None);
+    assert_eq!((c.console_device, c.data_device), (None, None));
+    assert_eq!((c.data_mount, c.data_fstype), ("/data", "ext4"));
 }
 
 /// Replaces line `n` (1-based) of GOOD and returns the error.
@@ -112,25 +139,27 @@ fn errors_name_the_line() {
         (3, "run_dir", Problem::Syntax),
         (3, "colour = \"red\"", Problem::UnknownKey),
         (4, "run_dir = \"/again\"", Problem::Duplicate),
-        (7, "[limitz]", Problem::UnknownSection),
-        (7, "[limits", Problem::Syntax),
-        (8, "max_clients = 0", Problem::Value),
-        (8, "max_clients = 70000", Problem::Value),
-        (8, "max_clients = 17", Problem::Value),
-        (8, "max_clients = \"4\"", Problem::Value),
-        (8, "max_clients = 99999999999999999999999", Problem::Value),
-        (11, "[repository.sys tem]", Problem::Name),
-        (16, "[repository.system]", Problem::Duplicate),
-        (13, "keys = [\"relative.pub\"]", Problem::Path),
-        (13, "keys = \"/one.pub\"", Problem::Value),
-        (14, "max_install_size = \"32X\"", Problem::Value),
-        (14, "max_install_size = 0", Problem::Value),
-        (14, "dir = \"/other\"", Problem::Duplicate),
-        (20, "uid.0 = \"most\"", Problem::Permission),
-        (21, "gid.100 = [\"list\", \"fly\"]", Problem::Permission),
-        (21, "uid.0 = [\"list\"]", Problem::Duplicate),
-        (21, "user.5 = \"full\"", Problem::UnknownKey),
-        (21, "uid.x = \"full\"", Problem::UnknownKey),
+        (6, "cgroup = \"sys/fs/cgroup\"", Problem::Path),
+        (6, "socket = \"/s\"", Problem::Duplicate),
+        (8, "[limitz]", Problem::UnknownSection),
+        (8, "[limits", Problem::Syntax),
+        (9, "max_clients = 0", Problem::Value),
+        (9, "max_clients = 70000", Problem::Value),
+        (9, "max_clients = 17", Problem::Value),
+        (9, "max_clients = \"4\"", Problem::Value),
+        (9, "max_clients = 99999999999999999999999", Problem::Value),
+        (12, "[repository.sys tem]", Problem::Name),
+        (17, "[repository.system]", Problem::Duplicate),
+        (14, "keys = [\"relative.pub\"]", Problem::Path),
+        (14, "keys = \"/one.pub\"", Problem::Value),
+        (15, "max_install_size = \"32X\"", Problem::Value),
+        (15, "max_install_size = 0", Problem::Value),
+        (15, "dir = \"/other\"", Problem::Duplicate),
+        (21, "uid.0 = \"most\"", Problem::Permission),
+        (22, "gid.100 = [\"list\", \"fly\"]", Problem::Permission),
+        (22, "uid.0 = [\"list\"]", Problem::Duplicate),
+        (22, "user.5 = \"full\"", Problem::UnknownKey),
+        (22, "uid.x = \"full\"", Problem::UnknownKey),
     ];
     for (line, text, problem) in cases {
         assert_eq!(
@@ -154,9 +183,9 @@ fn missing_keys_and_tables_full() {
         }
     );
     assert_eq!(
-        error_at(12, ""),
+        error_at(13, ""),
         ConfigError {
-            line: 11,
+            line: 12,
             problem: Problem::Missing("dir")
         }
     );

@@ -85,6 +85,26 @@ pub fn args() -> impl Iterator<Item = &'static [u8]> {
     })
 }
 
+/// The environment (`envp`, which follows argv's NULL on the initial stack) as byte
+/// strings `KEY=value`.
+pub fn env() -> impl Iterator<Item = &'static [u8]> {
+    let argc = ARGC.load(Ordering::Relaxed);
+    let argv = ARGV.load(Ordering::Relaxed);
+    // SAFETY: envp starts after argv[argc], the NULL ending argv; the environment is a
+    // NULL-terminated array of NUL-terminated strings on the initial stack.
+    let mut next = unsafe { argv.add(argc + 1) };
+    core::iter::from_fn(move || {
+        // SAFETY: `next` stays inside the NULL-terminated envp array: it stops at the NULL.
+        let entry = unsafe { *next };
+        if entry.is_null() {
+            return None;
+        }
+        // SAFETY: see above; the string lives on the initial stack for the whole process.
+        next = unsafe { next.add(1) };
+        Some(unsafe { CStr::from_ptr(entry) }.to_bytes())
+    })
+}
+
 /// `exit_group(2)`: rustix keeps its own behind an unstable module, so the syscall is made
 /// here: x86_64 nr 231, aarch64 nr 94, arm nr 248.
 pub fn exit_group(code: i32) -> ! {

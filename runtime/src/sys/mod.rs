@@ -11,6 +11,7 @@ pub mod loopdev;
 mod mem;
 pub mod once;
 pub mod peer;
+pub mod process;
 pub mod signals;
 mod syscall;
 
@@ -26,6 +27,24 @@ pub fn args() -> impl Iterator<Item = &'static [u8]> {
 pub fn args() -> impl Iterator<Item = &'static [u8]> {
     use std::os::unix::ffi::OsStringExt;
     std::env::args_os().skip(1).map(|a| &*a.into_vec().leak())
+}
+
+/// The environment (`KEY=value` byte strings).
+#[cfg(nanostar_device)]
+pub fn env() -> impl Iterator<Item = &'static [u8]> {
+    entry::env()
+}
+
+/// The environment (`KEY=value` byte strings), taken from std on host builds.
+#[cfg(not(nanostar_device))]
+pub fn env() -> impl Iterator<Item = &'static [u8]> {
+    use std::os::unix::ffi::OsStringExt;
+    std::env::vars_os().map(|(k, v)| {
+        let mut entry = k.into_vec();
+        entry.push(b'=');
+        entry.extend(v.into_vec());
+        &*entry.leak()
+    })
 }
 
 /// The standard streams the runtime writes text to.

@@ -21,7 +21,15 @@ impl SignalSet {
     }
 }
 
+impl SignalSet {
+    /// Every signal.
+    pub const ALL: SignalSet = SignalSet(u64::MAX);
+    /// No signal.
+    pub const NONE: SignalSet = SignalSet(0);
+}
+
 const SIG_BLOCK: usize = 0;
+const SIG_SETMASK: usize = 2;
 const SFD_NONBLOCK: usize = 0o4000;
 const SFD_CLOEXEC: usize = 0o2000000;
 /// `sizeof(struct signalfd_siginfo)`.
@@ -52,6 +60,22 @@ pub fn block(set: SignalSet) -> Result<(), Errno> {
         super::syscall::raw4(
             nr::RT_SIGPROCMASK,
             SIG_BLOCK,
+            &set.0 as *const u64 as usize,
+            0,
+            8,
+        )
+    };
+    super::syscall::result(r).map(drop)
+}
+
+/// `rt_sigprocmask(SIG_SETMASK, set)`: exactly the signals in `set` are blocked. A child
+/// about to `execve` unblocks everything, since the mask survives the exec.
+pub fn set_mask(set: SignalSet) -> Result<(), Errno> {
+    // SAFETY: as in `block`: the kernel reads 8 bytes from `set.0` and writes nothing.
+    let r = unsafe {
+        super::syscall::raw4(
+            nr::RT_SIGPROCMASK,
+            SIG_SETMASK,
             &set.0 as *const u64 as usize,
             0,
             8,

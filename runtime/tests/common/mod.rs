@@ -4,9 +4,14 @@
 //! outer `cargo test` holds the workspace's lock.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+use nanostar_protocol::console::{Hello, Message};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub const TARGETS: [&str; 3] = [
     "x86_64-unknown-linux-musl",
@@ -46,7 +51,246 @@ pub fn device_binaries() -> &'static [PathBuf] {
     })
 }
 
+/// Builds the test container program (`tests/probe`) for every device target once.
+pub fn probe_binaries() -> &'static [PathBuf] {
+    static BINARIES: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let target_dir = workspace().join("target/device-tests");
+        TARGETS
+            .iter()
+            .map(|target| {
+                let out = Command::new(env!("CARGO"))
+                    .current_dir(workspace())
+                    .env("CARGO_TARGET_DIR", &target_dir)
+                    .args([
+                        "build",
+                        "--release",
+                        "-p",
+                        "nanostar-probe",
+                        "--bin",
+                        "probe",
+                        "--target",
+                        target,
+                    ])
+                    .output()
+                    .expect("run cargo");
+                assert!(
+                    out.status.success(),
+                    "building the probe for {target} failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                target_dir.join(target).join("release/probe")
+            })
+            .collect()
+    })
+}
+
 /// The x86_64 device build, which runs on this host.
 pub fn x86_64_binary() -> &'static Path {
     &device_binaries()[0]
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A runtime in temporary directories, with a keyless `default` repository and a keyed
+/// `signed` one; stopped (SIGTERM) when dropped.
+pub struct Runtime {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub key: ed25519_compact::KeyPair,
+    pub other_key: ed25519_compact::KeyPair,
+}
+
+impl Runtime {
+    pub fn start() -> Runtime {
+        Runtime::start_with(|_| {})
+    }
+
+    /// `prepare` may put files into the repositories before the runtime starts.
+    pub fn start_with(prepare: impl FnOnce(&Path)) -> Runtime {
+        Runtime::start_configured(prepare, "")
+    }
+
+    /// `extra` is added to the configuration's top level (before any section).
+    pub fn start_configured(prepare: impl FnOnce(&Path), extra: &str) -> Runtime {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (secret, public) = nanostar_tools::keys::generate(&d.join("release")).unwrap();
+        let (other, _) = nanostar_tools::keys::generate(&d.join("other")).unwrap();
+        for repo in ["repo", "signed"] {
+            std::fs::create_dir(d.join(repo)).unwrap();
+        }
+        prepare(d);
+        let config = format!(
+            "run_dir = \"{0}/run\"\ndata_dir = \"{0}/data\"\nsocket = \"{0}/run/console\"\n{extra}\n[limits]\nmax_clients = 4\ninstall_timeout_ms = 2000\n\
+             [repository.default]\ndir = \"{0}/repo\"\n[repository.signed]\ndir = \"{0}/signed\"\nkeys = [\"{1}\"]\n[console]\nuid.0 = \"full\"\n",
+            d.display(),
+            public.display()
+        );
+        std::fs::write(d.join("nanostar.conf"), config).unwrap();
+        let child = Command::new("unshare")
+            // Its own mount and PID namespaces; --kill-child so nothing outlives a failed test.
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--fork",
+                "--kill-child",
+            ])
+            .arg(x86_64_binary())
+            .arg("run")
+            .arg(d.join("nanostar.conf"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)");
+        let runtime = Runtime {
+            child: Some(child),
+            key: nanostar_tools::keys::read_secret(&secret).unwrap(),
+            other_key: nanostar_tools::keys::read_secret(&other).unwrap(),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !runtime.socket().exists() {
+            assert!(Instant::now() < deadline, "the runtime did not come up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        runtime
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path("run/console")
+    }
+
+    /// Runs a client command against this runtime.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(x86_64_binary())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "nanostar {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn files(&self, repo: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(repo))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// SIGTERM, then waits; returns the runtime's stderr.
+    /// Stops the runtime with SIGTERM (the graceful path a service manager uses) and
+    /// returns its stderr. The runtime is PID 1 of its namespace, where only signals it
+    /// blocks for its signalfd get through, so this also checks that it does.
+    pub fn stop(&mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        // `unshare --fork` runs the runtime as its only child.
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        let runtime_pid = std::fs::read_to_string(&children)
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(!runtime_pid.is_empty(), "no runtime under unshare");
+        let status = Command::new("kill")
+            .args(["-TERM", &runtime_pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "runtime exited with {status}: {err}");
+        err
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A raw connection for frames the client would never send.
+pub struct Raw(pub UnixStream);
+
+impl Raw {
+    pub fn connect(rt: &Runtime) -> Raw {
+        let s = UnixStream::connect(rt.socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Raw(s)
+    }
+
+    pub fn send(&mut self, m: &Message) {
+        let mut wire = vec![0u8; 9000];
+        let bytes = m.encode(&mut wire).unwrap();
+        self.0.write_all(bytes).unwrap();
+    }
+
+    pub fn hello(&mut self) {
+        self.send(&Message::Hello(Hello {
+            protocol_version: 1,
+            client: "test",
+        }));
+        let reply = self.read_frame();
+        assert!(
+            matches!(Message::decode(&reply), Ok(Message::Welcome(_))),
+            "{reply:?}"
+        );
+    }
+
+    /// Reads one frame (up to its 0x00) and returns it, COBS-decoded.
+    pub fn read_frame(&mut self) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match self.0.read(&mut byte) {
+                Ok(1) if byte[0] == 0 && !wire.is_empty() => break,
+                Ok(1) => wire.push(byte[0]),
+                _ => return Vec::new(),
+            }
+        }
+        let mut decoder = nanostar_protocol::console::FrameDecoder::new(vec![0u8; 9000]);
+        wire.push(0);
+        let mut input = &wire[..];
+        decoder
+            .decode(&mut input)
+            .and_then(|r| r.ok())
+            .map(|f| f.to_vec())
+            .unwrap_or_default()
+    }
 }

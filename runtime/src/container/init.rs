@@ -1,0 +1,502 @@
+//! The container's side of the fork: init (PID 1 of the new PID namespace) and the app.
+//!
+//! Init runs runtime code, never execs, and has no allocator to worry about: everything
+//! it needs was prepared by the runtime before the fork ([`Launch`]) and is read from its
+//! own copy of the runtime's memory. Its steps: take its descriptors, die with the
+//! runtime, join or keep the network namespace, set the host name, mount, `pivot_root`
+//! and detach the old root, turn non-dumpable, fork the app, report, then reap and
+//! forward signals until the app ends.
+//!
+//! The app's steps before `execve`: standard descriptors, rlimits (while still root, so
+//! a hard limit may be raised), the capability bounding set, groups, gid, uid, the kept
+//! capabilities, `no_new_privs`, the signal mask, seccomp last.
+//!
+//! Nothing here returns: every path ends in `exit`, so no runtime code runs twice.
+
+use core::ffi::CStr;
+use core::fmt::Write as _;
+
+use heapless::String;
+use nanostar_protocol::console::{ExitStatus, SetupStep};
+use nanostar_protocol::npk::manifest::{Manifest, MountFlags as Flags, MountKind, Network};
+use nanostar_protocol::version::Version;
+use rustix::event::{PollFd, PollFlags};
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fs::{FileType, Mode};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::process::{Pid, Signal, WaitOptions};
+
+use super::{REPORT_LEN, Report};
+use crate::limits::{MAX_MOUNTS, MAX_PATH_LEN};
+use crate::sys::process::{self, Exec, fixed_fd};
+use crate::sys::signals::{self, SignalSet};
+
+/// Where init keeps its descriptors after closing everything of the runtime's.
+const STATUS_FD: i32 = 3;
+const STDOUT_FD: i32 = 4;
+const STDERR_FD: i32 = 5;
+const NULL_FD: i32 = 6;
+const NETNS_FD: i32 = 7;
+/// Descriptors are first copied at or above this, out of the way of 3..=7.
+const HIGH_FD: i32 = 16;
+
+const SIGCHLD: u32 = 17;
+/// The app's exit code when its setup fails before `execve` (the shell's "cannot run").
+const APP_SETUP_FAILED: i32 = 127;
+
+/// Everything the container's side needs, prepared by the runtime before the fork.
+pub struct Launch<'a> {
+    /// The package's manifest.
+    pub manifest: &'a Manifest<'a>,
+    /// The package's seccomp program (empty: none).
+    pub seccomp: &'a [u8],
+    /// Where the package's image is mounted: the container's root.
+    pub root: &'a str,
+    /// The runtime's state directory (resource images are under `RUN_DIR/mnt`).
+    pub run_dir: &'a str,
+    /// The persistent data directory of the package (`DATA_DIR/NAME`), if it has one.
+    pub persist: Option<&'a str>,
+    /// The resolved version of each resource mount, by mount index.
+    pub resources: &'a [Option<Version>; MAX_MOUNTS],
+    /// argv and envp of the app.
+    pub exec: &'a Exec,
+    /// Status pipe (write end) to the runtime.
+    pub status: BorrowedFd<'a>,
+    /// The app's stdout and stderr (pipes to the runtime, or /dev/null).
+    pub stdout: BorrowedFd<'a>,
+    /// See `stdout`.
+    pub stderr: BorrowedFd<'a>,
+    /// An open /dev/null, the app's stdin.
+    pub null: BorrowedFd<'a>,
+    /// The network namespace to join (`Network::Join`).
+    pub netns: Option<BorrowedFd<'a>>,
+}
+
+/// Runs the container's init; never returns.
+pub fn run(launch: &Launch) -> ! {
+    if take_descriptors(launch).is_err() {
+        // No status pipe to report on: the runtime sees init exit with 1 and no report.
+        process::exit(1);
+    }
+    match setup(launch) {
+        Ok(app) => supervise(app),
+        Err((step, errno)) => {
+            report(Report::Failed(step, errno.raw_os_error() as u16));
+            process::exit(1)
+        }
+    }
+}
+
+fn report(r: Report) {
+    let _ = write_all(fixed_fd(STATUS_FD), &r.encode());
+}
+
+fn write_all(fd: BorrowedFd, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Moves the descriptors init needs to 3..=7 and closes every other one of the
+/// runtime's (its socket, its clients, other containers' pipes).
+fn take_descriptors(launch: &Launch) -> Result<(), Errno> {
+    let mut wanted = [
+        (Some(launch.status), STATUS_FD),
+        (Some(launch.stdout), STDOUT_FD),
+        (Some(launch.stderr), STDERR_FD),
+        (Some(launch.null), NULL_FD),
+        (launch.netns, NETNS_FD),
+    ];
+    // First above everything, so moving one into place never closes another.
+    let mut high = [None, None, None, None, None];
+    for (slot, (fd, _)) in high.iter_mut().zip(wanted.iter_mut()) {
+        if let Some(fd) = fd {
+            *slot = Some(rustix::io::fcntl_dupfd_cloexec(*fd, HIGH_FD)?);
+        }
+    }
+    for (fd, (_, target)) in high.iter().zip(wanted.iter()) {
+        if let Some(fd) = fd {
+            process::dup_to(fd, *target)?;
+        }
+    }
+    // The `high` copies are closed by this too; they are never dropped (init never
+    // returns), so nothing closes their numbers twice.
+    core::mem::forget(high);
+    process::close_from(NETNS_FD as u32 + 1)
+}
+
+type Failure = (SetupStep, Errno);
+
+fn at(step: SetupStep) -> impl Fn(Errno) -> Failure {
+    move |e| (step, e)
+}
+
+/// Everything up to the app's start; returns the app's pid.
+fn setup(launch: &Launch) -> Result<Pid, Failure> {
+    let m = launch.manifest;
+    // Die with the runtime: a container never outlives the process that can stop it.
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+        .map_err(at(SetupStep::Prepare))?;
+    signals::set_mask(SignalSet::ALL).map_err(at(SetupStep::Prepare))?;
+    rustix::process::umask(Mode::empty());
+    if let Network::Join(_) = m.network {
+        rustix::thread::move_into_link_name_space(
+            fixed_fd(NETNS_FD),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(at(SetupStep::Network))?;
+    }
+    rustix::system::sethostname(m.name.as_bytes()).map_err(at(SetupStep::Hostname))?;
+    // Nothing mounted from here on may propagate back to the runtime's namespace.
+    rustix::mount::mount_change(
+        c"/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(at(SetupStep::PivotRoot))?;
+    for (index, mount) in m.mounts.iter().enumerate() {
+        mount_one(launch, index, &mount.kind, mount.target)
+            .map_err(at(SetupStep::Mount(index as u8)))?;
+    }
+    pivot(launch.root).map_err(at(SetupStep::PivotRoot))?;
+    // `/proc/1/exe` of a non-dumpable init cannot be opened by the container (an escape
+    // found in Northstar's audit).
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(at(SetupStep::Prepare))?;
+    start_app(launch)
+}
+
+/// `ROOT` + `inner` as a C string in `buf`.
+fn join<'b>(parts: &[&str], buf: &'b mut [u8; 2 * MAX_PATH_LEN + 2]) -> Result<&'b CStr, Errno> {
+    let mut len = 0;
+    for part in parts {
+        let bytes = part.as_bytes();
+        if len + bytes.len() >= buf.len() {
+            return Err(Errno::NAMETOOLONG);
+        }
+        buf[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    }
+    buf[len] = 0;
+    CStr::from_bytes_with_nul(&buf[..=len]).map_err(|_| Errno::INVAL)
+}
+
+/// One mount of the manifest, onto its target inside the (not yet pivoted) root.
+fn mount_one(launch: &Launch, index: usize, kind: &MountKind, target: &str) -> Result<(), Errno> {
+    let mut target_buf = [0u8; 2 * MAX_PATH_LEN + 2];
+    let target = join(&[launch.root, target], &mut target_buf)?;
+    let mut source_buf = [0u8; 2 * MAX_PATH_LEN + 2];
+    let common = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    match *kind {
+        MountKind::Bind { host, flags } => {
+            let source = join(&[host], &mut source_buf)?;
+            bind(source, target, flags, MountFlags::empty())
+        }
+        MountKind::Persist => {
+            let source = join(&[launch.persist.ok_or(Errno::NOENT)?], &mut source_buf)?;
+            bind(source, target, Flags::RW, common)
+        }
+        MountKind::Resource {
+            name, dir, flags, ..
+        } => {
+            let version = launch.resources[index].ok_or(Errno::NOENT)?;
+            let mut image: String<{ MAX_PATH_LEN }> = String::new();
+            write!(image, "/mnt/{name}-{version}").map_err(|_| Errno::NAMETOOLONG)?;
+            let dir = if dir == "/" { "" } else { dir };
+            let source = join(&[launch.run_dir, &image, dir], &mut source_buf)?;
+            // Read-only and flat whatever the flags say (the manifest refuses RW and REC).
+            let flags = Flags(flags.0 & !(Flags::RW.0 | Flags::REC.0));
+            bind(
+                source,
+                target,
+                flags,
+                MountFlags::NOSUID | MountFlags::NODEV,
+            )
+        }
+        MountKind::Tmpfs { size } => {
+            let mut data: String<96> = String::new();
+            let m = launch.manifest;
+            write!(data, "size={size},mode=0700,uid={},gid={}\0", m.uid, m.gid)
+                .map_err(|_| Errno::INVAL)?;
+            let data = CStr::from_bytes_with_nul(data.as_bytes()).map_err(|_| Errno::INVAL)?;
+            rustix::mount::mount(c"tmpfs", target, c"tmpfs", common, data)
+        }
+        MountKind::Proc => {
+            rustix::mount::mount(c"proc", target, c"proc", common | MountFlags::RDONLY, c"")
+        }
+        MountKind::Sysfs => {
+            rustix::mount::mount(c"sysfs", target, c"sysfs", common | MountFlags::RDONLY, c"")
+        }
+        MountKind::Dev => dev(target),
+    }
+}
+
+/// A bind mount, then a remount with the flags (read-only unless `RW`): the kernel
+/// ignores flags on the bind itself.
+fn bind(source: &CStr, target: &CStr, flags: Flags, always: MountFlags) -> Result<(), Errno> {
+    if flags.contains(Flags::REC) {
+        rustix::mount::mount_bind_recursive(source, target)?;
+    } else {
+        rustix::mount::mount_bind(source, target)?;
+    }
+    let mut remount = MountFlags::BIND | always;
+    for (flag, kernel) in [
+        (Flags::NOSUID, MountFlags::NOSUID),
+        (Flags::NODEV, MountFlags::NODEV),
+        (Flags::NOEXEC, MountFlags::NOEXEC),
+    ] {
+        if flags.contains(flag) {
+            remount |= kernel;
+        }
+    }
+    if !flags.contains(Flags::RW) {
+        remount |= MountFlags::RDONLY;
+    }
+    rustix::mount::mount_remount(target, remount, c"")
+}
+
+/// A minimal /dev: a small tmpfs with the harmless character devices and the `fd` links,
+/// then read-only.
+fn dev(target: &CStr) -> Result<(), Errno> {
+    rustix::mount::mount(
+        c"tmpfs",
+        target,
+        c"tmpfs",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        c"size=16k,mode=0755",
+    )?;
+    let dir = rustix::fs::open(
+        target,
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::PATH,
+        Mode::empty(),
+    )?;
+    for (name, major, minor) in [
+        (c"null", 1, 3),
+        (c"zero", 1, 5),
+        (c"full", 1, 7),
+        (c"random", 1, 8),
+        (c"urandom", 1, 9),
+        (c"tty", 5, 0),
+    ] {
+        rustix::fs::mknodat(
+            &dir,
+            name,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major, minor),
+        )?;
+    }
+    for (name, link) in [
+        (c"fd", c"/proc/self/fd"),
+        (c"stdin", c"/proc/self/fd/0"),
+        (c"stdout", c"/proc/self/fd/1"),
+        (c"stderr", c"/proc/self/fd/2"),
+    ] {
+        rustix::fs::symlinkat(link, &dir, name)?;
+    }
+    drop(dir);
+    rustix::mount::mount_remount(
+        target,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NOEXEC,
+        c"",
+    )
+}
+
+/// Makes `root` the root and detaches the old one, so nothing of the runtime's file
+/// system stays reachable.
+fn pivot(root: &str) -> Result<(), Errno> {
+    let mut buf = [0u8; 2 * MAX_PATH_LEN + 2];
+    rustix::process::chdir(join(&[root], &mut buf)?)?;
+    // `pivot_root(".", ".")` stacks the old root on the new one; unmounting "." then
+    // removes it without needing a directory for it inside the image.
+    rustix::process::pivot_root(c".", c".")?;
+    rustix::mount::unmount(c".", UnmountFlags::DETACH)?;
+    rustix::process::chdir(c"/")
+}
+
+/// Forks the app and waits until its `execve` succeeded or its setup failed: an exec
+/// pipe whose write end closes on `execve` (`O_CLOEXEC`) tells which.
+fn start_app(launch: &Launch) -> Result<Pid, Failure> {
+    let (exec_read, exec_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(at(SetupStep::Fork))?;
+    let Some(pid) = process::fork().map_err(at(SetupStep::Fork))? else {
+        let (step, errno) = match app(launch) {
+            Err(failure) => failure,
+            Ok(never) => match never {},
+        };
+        let _ = write_all(
+            exec_write.as_fd(),
+            &Report::Failed(step, errno.raw_os_error() as u16).encode(),
+        );
+        process::exit(APP_SETUP_FAILED);
+    };
+    drop(exec_write);
+    let pid = Pid::from_raw(pid as i32).ok_or((SetupStep::Fork, Errno::SRCH))?;
+    let mut record = [0u8; REPORT_LEN];
+    let mut got = 0;
+    while got < REPORT_LEN {
+        match rustix::io::read(&exec_read, &mut record[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err((SetupStep::Fork, e)),
+        }
+    }
+    if got == REPORT_LEN {
+        // The app failed before `execve` and exits 127: reap it, pass its reason on.
+        let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+        return Err(match Report::decode(&record) {
+            Some(Report::Failed(step, errno)) => (step, Errno::from_raw_os_error(errno.into())),
+            _ => (SetupStep::Exec, Errno::IO),
+        });
+    }
+    report(Report::Running);
+    Ok(pid)
+}
+
+/// The app's side: returns only with the step that failed.
+fn app(launch: &Launch) -> Result<core::convert::Infallible, Failure> {
+    let m = launch.manifest;
+    let stdio = at(SetupStep::Stdio);
+    rustix::stdio::dup2_stdin(fixed_fd(NULL_FD)).map_err(&stdio)?;
+    rustix::stdio::dup2_stdout(fixed_fd(STDOUT_FD)).map_err(&stdio)?;
+    rustix::stdio::dup2_stderr(fixed_fd(STDERR_FD)).map_err(&stdio)?;
+    // Init's own descriptors (3..=7) and the exec pipe are close-on-exec: the app
+    // starts with 0, 1 and 2 only.
+    for (index, limit) in m.rlimits.iter().enumerate() {
+        let resource = rlimit_resource(limit.resource.number());
+        let value = rustix::process::Rlimit {
+            current: limit.soft,
+            maximum: limit.hard,
+        };
+        rustix::process::setrlimit(resource, value).map_err(at(SetupStep::Rlimit(index as u8)))?;
+    }
+    let caps = m.capabilities.0;
+    let capabilities = at(SetupStep::Capabilities);
+    for cap in 0..64u32 {
+        if caps & (1 << cap) == 0 {
+            process::drop_bounding_capability(cap).map_err(&capabilities)?;
+        }
+    }
+    process::set_keep_capabilities(caps != 0).map_err(&capabilities)?;
+    let mut groups = [rustix::process::Gid::ROOT; crate::limits::MAX_SUPPL_GROUPS];
+    for (slot, gid) in groups.iter_mut().zip(m.suppl_groups.iter()) {
+        *slot = rustix::process::Gid::from_raw(*gid);
+    }
+    rustix::thread::set_thread_groups(&groups[..m.suppl_groups.len()])
+        .map_err(at(SetupStep::Groups))?;
+    let gid = rustix::process::Gid::from_raw(m.gid);
+    rustix::thread::set_thread_res_gid(gid, gid, gid).map_err(at(SetupStep::Gid))?;
+    let uid = rustix::process::Uid::from_raw(m.uid);
+    rustix::thread::set_thread_res_uid(uid, uid, uid).map_err(at(SetupStep::Uid))?;
+    if caps != 0 {
+        let set = rustix::thread::CapabilitySet::from_bits_retain(caps);
+        rustix::thread::set_capabilities(
+            None,
+            rustix::thread::CapabilitySets {
+                effective: set,
+                permitted: set,
+                inheritable: set,
+            },
+        )
+        .map_err(&capabilities)?;
+        for cap in 0..64u32 {
+            if caps & (1 << cap) != 0 {
+                process::raise_ambient_capability(cap).map_err(&capabilities)?;
+            }
+        }
+    }
+    rustix::thread::set_no_new_privs(true).map_err(at(SetupStep::NoNewPrivs))?;
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    signals::set_mask(SignalSet::NONE).map_err(at(SetupStep::Prepare))?;
+    if !launch.seccomp.is_empty() {
+        process::load_seccomp(launch.seccomp).map_err(at(SetupStep::Seccomp))?;
+    }
+    Err((SetupStep::Exec, launch.exec.exec()))
+}
+
+fn rlimit_resource(number: u32) -> rustix::process::Resource {
+    use rustix::process::Resource as R;
+    const BY_NUMBER: [R; 16] = [
+        R::Cpu,
+        R::Fsize,
+        R::Data,
+        R::Stack,
+        R::Core,
+        R::Rss,
+        R::Nproc,
+        R::Nofile,
+        R::Memlock,
+        R::As,
+        R::Locks,
+        R::Sigpending,
+        R::Msgqueue,
+        R::Nice,
+        R::Rtprio,
+        R::Rttime,
+    ];
+    BY_NUMBER[number as usize % BY_NUMBER.len()]
+}
+
+/// Init's life after the app started: reap every child (orphans are re-parented to
+/// init), forward every signal to the app, and when the app ends report how and exit,
+/// which makes the kernel kill whatever is left in the namespace.
+fn supervise(app: Pid) -> ! {
+    let signal_fd = match signals::signalfd(SignalSet::ALL) {
+        Ok(fd) => fd,
+        // Without a signalfd init can still wait; signals are then not forwarded.
+        Err(_) => wait_only(app),
+    };
+    loop {
+        let mut fds = [PollFd::new(&signal_fd, PollFlags::IN)];
+        let _ = rustix::event::poll(&mut fds, None);
+        while let Ok(Some(signal)) = signals::read_signal(&signal_fd) {
+            if signal == SIGCHLD {
+                if let Some(status) = reap(app) {
+                    report(Report::Exited(status));
+                    process::exit(0);
+                }
+            } else if let Some(signal) = Signal::from_named_raw(signal as i32) {
+                let _ = rustix::process::kill_process(app, signal);
+            }
+        }
+    }
+}
+
+/// Reaps every exited child; the app's status once it is among them.
+fn reap(app: Pid) -> Option<ExitStatus> {
+    let mut app_status = None;
+    while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+        if pid == app {
+            app_status = Some(exit_status(status));
+        }
+    }
+    app_status
+}
+
+fn wait_only(app: Pid) -> ! {
+    loop {
+        match rustix::process::waitpid(None, WaitOptions::empty()) {
+            Ok(Some((pid, status))) if pid == app => {
+                report(Report::Exited(exit_status(status)));
+                process::exit(0);
+            }
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => process::exit(1),
+        }
+    }
+}
+
+/// A wait status as the protocol says it.
+pub fn exit_status(status: rustix::process::WaitStatus) -> ExitStatus {
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(signal)) => ExitStatus::Signal(signal as u8),
+        (None, None) => ExitStatus::Code(-1),
+    }
+}

@@ -1,0 +1,144 @@
+//! PID-1 mode: `nanostar` as the board's init. It mounts what a Linux system needs (/dev,
+//! /proc, /sys, cgroup2, /run, /tmp), mounts the persistent data disk named in the
+//! configuration, runs the runtime (which reaps every orphan, as PID 1 must), and when
+//! the runtime ends (a `shutdown` request, SIGTERM, SIGINT, or a failing critical
+//! container) syncs, unmounts the data disk and powers the machine off. PID 1 must never
+//! exit, so every path ends in a power-off.
+
+use rustix::fs::Mode;
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use crate::config::Config;
+use crate::errln;
+
+/// The configuration PID 1 reads when the kernel starts it without arguments.
+pub const DEFAULT_CONFIG: &str = "/etc/nanostar.conf";
+
+/// The file systems every board needs, in order: (source, target, type, flags, data).
+const BASE_MOUNTS: [(
+    &core::ffi::CStr,
+    &core::ffi::CStr,
+    &core::ffi::CStr,
+    u32,
+    &core::ffi::CStr,
+); 6] = [
+    (c"devtmpfs", c"/dev", c"devtmpfs", NOSUID, c"mode=0755"),
+    (c"proc", c"/proc", c"proc", NOSUID | NODEV | NOEXEC, c""),
+    (c"sysfs", c"/sys", c"sysfs", NOSUID | NODEV | NOEXEC, c""),
+    (
+        c"cgroup2",
+        c"/sys/fs/cgroup",
+        c"cgroup2",
+        NOSUID | NODEV | NOEXEC,
+        c"",
+    ),
+    (
+        c"tmpfs",
+        c"/run",
+        c"tmpfs",
+        NOSUID | NODEV,
+        c"mode=0755,size=8m",
+    ),
+    (
+        c"tmpfs",
+        c"/tmp",
+        c"tmpfs",
+        NOSUID | NODEV,
+        c"mode=1777,size=8m",
+    ),
+];
+const NOSUID: u32 = MountFlags::NOSUID.bits();
+const NODEV: u32 = MountFlags::NODEV.bits();
+const NOEXEC: u32 = MountFlags::NOEXEC.bits();
+
+/// Runs the board: never returns.
+pub fn run(config_path: &str) -> ! {
+    for (source, target, fstype, flags, data) in BASE_MOUNTS {
+        let _ = rustix::fs::mkdir(target, Mode::from_raw_mode(0o755));
+        match rustix::mount::mount(
+            source,
+            target,
+            fstype,
+            MountFlags::from_bits_retain(flags),
+            data,
+        ) {
+            Ok(()) | Err(Errno::BUSY) => {}
+            Err(e) => errln!(
+                "nanostar: cannot mount {}: {}",
+                target.to_str().unwrap_or("?"),
+                crate::fs::errno_text(e)
+            ),
+        }
+    }
+    let mut buf = [0u8; crate::limits::MAX_CONFIG_LEN];
+    match crate::cli::load_config(config_path, &mut buf) {
+        Some(config) => serve(&config),
+        None => errln!("nanostar: no usable configuration; powering off"),
+    }
+    power_off()
+}
+
+/// Mounts the data disk, runs the runtime, unmounts the disk.
+fn serve(config: &Config) {
+    let data = config
+        .data_device
+        .and_then(|device| mount_data(config, device));
+    if let Err(e) = crate::server::run(config) {
+        errln!("nanostar: cannot start: {e}");
+    }
+    rustix::fs::sync();
+    if let Some(target) = data
+        && let Err(e) = rustix::mount::unmount(target, UnmountFlags::empty())
+    {
+        errln!(
+            "nanostar: cannot unmount {target}: {}; remounting read-only",
+            crate::fs::errno_text(e)
+        );
+        let _ = rustix::mount::mount_remount(target, MountFlags::RDONLY, c"");
+    }
+}
+
+/// Mounts `device` at the configured place; where it is mounted, or `None` (the runtime
+/// then runs without persistence, which it says).
+fn mount_data<'c>(config: &Config<'c>, device: &str) -> Option<&'c str> {
+    let target = config.data_mount;
+    if let Err(e) = crate::server::create_dirs(target) {
+        errln!(
+            "nanostar: cannot create {target}: {}",
+            crate::fs::errno_text(e)
+        );
+        return None;
+    }
+    match rustix::mount::mount(
+        device,
+        target,
+        config.data_fstype,
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOATIME,
+        c"",
+    ) {
+        Ok(()) => Some(target),
+        Err(e) => {
+            errln!(
+                "nanostar: cannot mount the data disk {device} ({}) at {target}: {}; nothing will persist",
+                config.data_fstype,
+                crate::fs::errno_text(e)
+            );
+            None
+        }
+    }
+}
+
+/// Powers the machine off (PSCI SYSTEM_OFF on the QEMU boards), after syncing.
+fn power_off() -> ! {
+    rustix::fs::sync();
+    errln!("nanostar: powering off");
+    loop {
+        let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
+        // Only fails without CAP_SYS_BOOT; PID 1 has it. Do not spin hot.
+        let _ = rustix::thread::nanosleep(&rustix::thread::Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        });
+    }
+}

@@ -1,0 +1,897 @@
+//! Containers of the real `nanostar` (x86_64 device build) on this host, as root, each
+//! runtime in its own mount and PID namespaces. The app is the test probe
+//! (`tests/probe`), which reports what it sees from inside: ids, capabilities, mounts,
+//! descriptors, limits. This host has no cgroup controllers and no device-mapper; QEMU
+//! boot tests cover limits and verity.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Raw, Runtime, is_root};
+use nanostar_protocol::console::{Message, Notification, Reply, Request};
+use nanostar_protocol::npk::manifest::EnvVar;
+use nanostar_protocol::version::Version;
+use nanostar_tools::manifest::SourceManifest;
+use nanostar_tools::package::{PackInput, pack};
+
+/// Directories every probe image has, as mount targets.
+const TARGETS: [&str; 9] = [
+    "proc", "dev", "tmp", "data", "host", "res", "sys", "bin", "etc",
+];
+
+/// Packs the probe as package `name` `version` with `extra` manifest TOML, installs it.
+fn install_probe(rt: &Runtime, name: &str, version: &str, extra: &str) {
+    let file = rt.path(&format!("{name}-{version}.npk"));
+    std::fs::write(&file, probe_package(rt.dir.path(), name, version, extra)).unwrap();
+    rt.ok(&["install", file.to_str().unwrap()]);
+}
+
+/// The NPK of the probe as package `name` `version` with `extra` manifest TOML; its root
+/// is made under `dir`.
+fn probe_package(dir: &Path, name: &str, version: &str, extra: &str) -> Vec<u8> {
+    let root = dir.join(format!("root-{name}-{version}"));
+    for target in TARGETS {
+        std::fs::create_dir_all(root.join(target)).unwrap();
+    }
+    std::fs::copy(&common::probe_binaries()[0], root.join("bin/probe")).unwrap();
+    std::fs::write(root.join("etc/release"), format!("{name} {version}\n")).unwrap();
+    let toml = format!(
+        "name = \"{name}\"\nversion = \"{version}\"\ninit = \"/bin/probe\"\nuid = 1000\ngid = 1000\n{extra}"
+    );
+    pack_toml(&toml, &root)
+}
+
+/// A resource package `name` `version` with `share/version.txt`.
+fn install_resource(rt: &Runtime, name: &str, version: &str) {
+    let root = rt.path(&format!("root-{name}-{version}"));
+    std::fs::create_dir_all(root.join("share")).unwrap();
+    std::fs::write(root.join("share/version.txt"), format!("{version}\n")).unwrap();
+    let toml = format!("name = \"{name}\"\nversion = \"{version}\"\nuid = 1000\ngid = 1000\n");
+    install_toml(rt, &toml, &root);
+}
+
+fn install_toml(rt: &Runtime, toml: &str, root: &Path) {
+    let file = rt.path(&format!(
+        "{}.npk",
+        root.file_name().unwrap().to_str().unwrap()
+    ));
+    std::fs::write(&file, pack_toml(toml, root)).unwrap();
+    rt.ok(&["install", file.to_str().unwrap()]);
+}
+
+fn pack_toml(toml: &str, root: &Path) -> Vec<u8> {
+    let source = SourceManifest::parse(toml).unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
+    pack(
+        &PackInput {
+            manifest: &source,
+            root,
+            key: None,
+            arch: Some(nanostar_protocol::npk::Arch::X86_64),
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+    .bytes
+}
+
+/// A protocol connection that is subscribed to notifications.
+struct Console {
+    raw: Raw,
+    next_id: u32,
+    /// Notifications seen while waiting for replies, as Debug text.
+    seen: Vec<String>,
+}
+
+impl Console {
+    fn open(rt: &Runtime) -> Console {
+        let mut raw = Raw::connect(rt);
+        raw.0
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        raw.hello();
+        let mut console = Console {
+            raw,
+            next_id: 1,
+            seen: Vec::new(),
+        };
+        assert_eq!(console.request(Request::Subscribe), "Ok");
+        console
+    }
+
+    /// Sends a request and returns its reply as Debug text.
+    fn request(&mut self, request: Request) -> String {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.raw.send(&Message::Request { id, request });
+        loop {
+            let frame = self.raw.read_frame();
+            assert!(
+                !frame.is_empty(),
+                "connection closed while waiting for {id}"
+            );
+            match Message::decode(&frame).unwrap() {
+                Message::Reply { id: got, reply } if got == id => return format!("{reply:?}"),
+                Message::Notification(n) => self.seen.push(format!("{n:?}")),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn start(&mut self, name: &str, args: &[&str]) -> String {
+        self.start_env(name, args, &[])
+    }
+
+    fn start_env(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+        self.request(Request::Start {
+            name,
+            version: None,
+            args: Some(heapless::Vec::from_slice(args).unwrap()),
+            env: env
+                .iter()
+                .map(|(key, value)| EnvVar { key, value })
+                .collect(),
+        })
+    }
+
+    /// Stops `name`; the reply as Debug text. The `Exited` notification that comes with
+    /// a stop is consumed (and must agree with the reply).
+    fn stop(&mut self, name: &str, timeout_ms: Option<u32>) -> String {
+        let reply = self.request(Request::Stop {
+            name,
+            version: None,
+            timeout_ms,
+        });
+        if let Some(status) = reply.strip_prefix("Stopped(") {
+            assert_eq!(format!("{})", self.wait_exit(name)), status);
+        }
+        reply
+    }
+
+    /// Waits for the `Exited` notification of `name`; its status as Debug text.
+    fn wait_exit(&mut self, name: &str) -> String {
+        let needle = format!("name: \"{name}\"");
+        if let Some(i) = self
+            .seen
+            .iter()
+            .position(|n| n.starts_with("Exited") && n.contains(&needle))
+        {
+            let n = self.seen.remove(i);
+            return exit_of(&n);
+        }
+        loop {
+            let frame = self.raw.read_frame();
+            assert!(
+                !frame.is_empty(),
+                "connection closed waiting for {name} to exit"
+            );
+            if let Message::Notification(n @ Notification::Exited { package, .. }) =
+                Message::decode(&frame).unwrap()
+                && package.name == name
+            {
+                return exit_of(&format!("{n:?}"));
+            }
+        }
+    }
+
+    /// All of `name`'s log (without following).
+    fn logs(&mut self, name: &str) -> (u64, Vec<u8>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.raw.send(&Message::Request {
+            id,
+            request: Request::Logs {
+                name,
+                version: None,
+                follow: false,
+            },
+        });
+        let (mut dropped, mut data) = (0, Vec::new());
+        loop {
+            let frame = self.raw.read_frame();
+            assert!(!frame.is_empty(), "connection closed reading logs");
+            match Message::decode(&frame).unwrap() {
+                Message::Reply {
+                    id: got,
+                    reply:
+                        Reply::Log {
+                            dropped: d,
+                            data: bytes,
+                        },
+                } if got == id => {
+                    dropped += d;
+                    data.extend_from_slice(bytes);
+                }
+                Message::Reply {
+                    id: got,
+                    reply: Reply::LogEnd,
+                } if got == id => return (dropped, data),
+                Message::Reply { id: got, reply } if got == id => panic!("logs: {reply:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs the probe with `args` to its end; its exit status and output.
+    fn run(&mut self, name: &str, args: &[&str]) -> (String, String) {
+        let before = self.logs(name).1.len();
+        assert_eq!(self.start(name, args), "Ok", "start {name} {args:?}");
+        let status = self.wait_exit(name);
+        let log = self.logs(name).1;
+        (
+            status,
+            String::from_utf8_lossy(&log[before.min(log.len())..]).into_owned(),
+        )
+    }
+}
+
+/// `Exited { package: .., status: Code(0) }` → `Code(0)`.
+fn exit_of(notification: &str) -> String {
+    let at = notification.find("status: ").unwrap() + "status: ".len();
+    notification[at..].trim_end_matches(" }").to_string()
+}
+
+/// The value of `key` in a probe report (the first line `key VALUE`).
+fn field<'a>(report: &'a str, key: &str) -> &'a str {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no `{key}` in:\n{report}"))
+}
+
+/// The runtime's pid (the only child of `unshare`).
+fn runtime_pid(rt: &Runtime) -> String {
+    let unshare = rt.child.as_ref().unwrap().id();
+    std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn count_fds(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn count_mounts(pid: &str) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// Every process whose command name is `probe` and whose ancestors include `pid`.
+fn probes_under(pid: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let p = entry.file_name().into_string().unwrap();
+        if !p.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        if comm.trim() != "probe" {
+            continue;
+        }
+        let mut ancestor = p.clone();
+        while let Ok(stat) = std::fs::read_to_string(format!("/proc/{ancestor}/stat")) {
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .unwrap_or("0")
+                .to_string();
+            if ppid == pid {
+                found.push(p.clone());
+                break;
+            }
+            if ppid == "0" || ppid == "1" {
+                break;
+            }
+            ancestor = ppid;
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const ISOLATED: &str = r#"suppl_groups = [2000, 2001]
+env = { GREETING = "hi", MODE = "manifest" }
+[rlimits]
+nofile = { soft = 100, hard = 200 }
+[mounts."/proc"]
+type = "proc"
+[mounts."/dev"]
+type = "dev"
+[mounts."/tmp"]
+type = "tmpfs"
+size = "1M"
+[mounts."/data"]
+type = "persist"
+[mounts."/host"]
+type = "bind"
+host = "HOST"
+options = ["nosuid", "nodev"]
+"#;
+
+#[test]
+fn the_app_sees_its_own_isolated_world() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    let host = rt.path("host-dir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("shared.txt"), "from the host\n").unwrap();
+    let manifest = ISOLATED.replace("HOST", host.to_str().unwrap());
+    install_probe(&rt, "iso", "1.0.0", &manifest);
+    install_probe(
+        &rt,
+        "capable",
+        "1.0.0",
+        "capabilities = [\"CAP_NET_BIND_SERVICE\", \"CAP_KILL\"]\n[mounts.\"/proc\"]\ntype = \"proc\"\n",
+    );
+    let mut console = Console::open(&rt);
+    let (status, report) = console.run("iso", &["report", "cat", "/host/shared.txt"]);
+    assert_eq!(status, "Code(0)", "{report}");
+    // PID 1 is the container's init; the app is its child.
+    assert_eq!(field(&report, "pid"), "2", "{report}");
+    assert_eq!(field(&report, "ppid"), "1");
+    assert_eq!(field(&report, "uid"), "1000 1000 1000");
+    assert_eq!(field(&report, "gid"), "1000 1000 1000");
+    assert_eq!(field(&report, "groups"), "2000,2001");
+    assert_eq!(field(&report, "no_new_privs"), "1");
+    assert_eq!(field(&report, "hostname"), "iso");
+    assert_eq!(field(&report, "cwd"), "/");
+    assert_eq!(
+        field(&report, "caps"),
+        "eff=0000000000000000 prm=0000000000000000 inh=0000000000000000 bnd=0000000000000000 amb=0000000000000000"
+    );
+    assert_eq!(field(&report, "limit nofile"), "100 200");
+    assert_ne!(field(&report, "seccomp"), "?");
+    // The environment: the manifest's and the runtime's own, nothing of the runtime's.
+    let env: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("env "))
+        .collect();
+    let mut env_sorted = env.clone();
+    env_sorted.sort();
+    assert_eq!(
+        env_sorted,
+        [
+            "GREETING=hi",
+            "MODE=manifest",
+            "NANOSTAR_NAME=iso",
+            "NANOSTAR_VERSION=1.0.0"
+        ],
+        "{report}"
+    );
+    // Descriptors: stdin /dev/null, stdout and stderr pipes, nothing else.
+    let fds: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("fd "))
+        .collect();
+    assert_eq!(fds.len(), 3, "{report}");
+    assert_eq!(fds[0], "0 /dev/null");
+    assert!(
+        fds[1].starts_with("1 pipe:[") && fds[2].starts_with("2 pipe:["),
+        "{fds:?}"
+    );
+    // Mounts as the app sees them, with their flags.
+    let mount = |target: &str| -> String {
+        report
+            .lines()
+            .filter_map(|l| l.strip_prefix("mount "))
+            .find(|l| l.split(' ').next() == Some(target))
+            .unwrap_or_else(|| panic!("{target} not mounted:\n{report}"))
+            .to_string()
+    };
+    let root = mount("/");
+    assert!(root.starts_with("/ squashfs ro,nosuid,nodev"), "{root}");
+    assert!(mount("/proc").starts_with("/proc proc ro,nosuid,nodev,noexec"));
+    let tmp = mount("/tmp");
+    assert!(
+        tmp.starts_with("/tmp tmpfs rw,nosuid,nodev,noexec"),
+        "{tmp}"
+    );
+    assert!(
+        mount("/data").contains(" rw,nosuid,nodev,noexec"),
+        "{}",
+        mount("/data")
+    );
+    let bind = mount("/host");
+    assert!(bind.contains(" ro,nosuid,nodev"), "{bind}");
+    assert!(mount("/dev").starts_with("/dev tmpfs ro,nosuid,noexec"));
+    let count = report.lines().filter(|l| l.starts_with("mount ")).count();
+    assert_eq!(
+        count, 6,
+        "nothing of the host's mounts is visible:\n{report}"
+    );
+    assert!(report.contains("from the host"));
+    // An override replaces the arguments and adds to (or replaces in) the environment.
+    assert_eq!(
+        console.start_env("iso", &["report"], &[("MODE", "override"), ("EXTRA", "1")]),
+        "Ok"
+    );
+    assert_eq!(console.wait_exit("iso"), "Code(0)");
+    let log = String::from_utf8(console.logs("iso").1).unwrap();
+    let last = &log[log.rfind("pid ").unwrap()..];
+    assert!(last.contains("env MODE=override") && last.contains("env EXTRA=1"));
+    assert!(!last.contains("env MODE=manifest"));
+    // Kept capabilities are effective, permitted, inheritable, ambient, and the only
+    // ones in the bounding set.
+    let (status, report) = console.run("capable", &["report"]);
+    assert_eq!(status, "Code(0)", "{report}");
+    let bits = format!("{:016x}", (1u64 << 10) | (1 << 5));
+    assert_eq!(
+        field(&report, "caps"),
+        format!("eff={bits} prm={bits} inh={bits} bnd={bits} amb={bits}")
+    );
+}
+
+#[test]
+fn exit_codes_and_signals_are_reported_exactly() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    install_probe(&rt, "exits", "1.0.0", "");
+    let mut console = Console::open(&rt);
+    for (args, expected) in [
+        (&["exit", "0"][..], "Code(0)"),
+        (&["exit", "1"], "Code(1)"),
+        (&["crash"], "Code(101)"),
+        (&["exit", "127"], "Code(127)"),
+        (&["exit", "255"], "Code(255)"),
+        (&["kill-self", "15"], "Signal(15)"),
+        (&["kill-self", "9"], "Signal(9)"),
+        (&["kill-self", "11"], "Signal(11)"),
+    ] {
+        let (status, log) = console.run("exits", args);
+        assert_eq!(status, expected, "{args:?}: {log}");
+    }
+    // What `list` shows afterwards.
+    let list = rt.ok(&["--json", "list"]);
+    assert!(list.contains("\"state\":\"stopped\""), "{list}");
+    // A start that cannot exec names the step and the errno.
+    install_probe(&rt, "broken", "1.0.0", "");
+    let root = rt.path("root-noinit");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("bin/other"), "not the init\n").unwrap();
+    install_toml(
+        &rt,
+        "name = \"noinit\"\nversion = \"1.0.0\"\ninit = \"/bin/missing\"\nuid = 1000\ngid = 1000\n",
+        &root,
+    );
+    let reply = console.start("noinit", &[]);
+    assert_eq!(reply, "Error(Setup { step: Exec, errno: 2 })");
+    assert_eq!(console.start("nosuch", &[]), "Error(UnknownPackage)");
+}
+
+#[test]
+fn stop_is_graceful_then_forced_and_kills_the_whole_container() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    install_probe(&rt, "svc", "1.0.0", "stop_timeout_ms = 300\n");
+    let runtime = runtime_pid(&rt);
+    let mut console = Console::open(&rt);
+    // SIGTERM ends it.
+    assert_eq!(console.start("svc", &["spawn", "spawn", "pause"]), "Ok");
+    wait_until("three probes", || probes_under(&runtime).len() == 3);
+    assert_eq!(console.start("svc", &["pause"]), "Error(AlreadyRunning)");
+    assert_eq!(console.stop("svc", None), "Stopped(Signal(15))");
+    wait_until("no probe left", || probes_under(&runtime).is_empty());
+    // An app that ignores SIGTERM is killed when the timeout passes.
+    assert_eq!(
+        console.start("svc", &["block-term", "spawn", "pause"]),
+        "Ok"
+    );
+    assert_eq!(console.stop("svc", None), "Stopped(Signal(9))");
+    wait_until("no probe left", || probes_under(&runtime).is_empty());
+    assert_eq!(console.stop("svc", None), "Error(NotRunning)");
+    // kill sends any signal; SIGKILL ends the container at once.
+    assert_eq!(console.start("svc", &["pause"]), "Ok");
+    let kill = |signal: u8, console: &mut Console| {
+        console.request(Request::Kill {
+            name: "svc",
+            version: None,
+            signal,
+        })
+    };
+    assert_eq!(kill(10, &mut console), "Ok");
+    assert_eq!(console.wait_exit("svc"), "Signal(10)");
+    assert_eq!(console.start("svc", &["block-term", "pause"]), "Ok");
+    assert_eq!(kill(9, &mut console), "Ok");
+    assert_eq!(console.wait_exit("svc"), "Signal(9)");
+    assert_eq!(kill(0, &mut console), "Error(InvalidArgument)");
+    // The runtime dies: its containers die with it.
+    assert_eq!(console.start("svc", &["spawn", "pause"]), "Ok");
+    wait_until("two probes", || probes_under(&runtime).len() == 2);
+    let probes = probes_under(&runtime);
+    std::process::Command::new("kill")
+        .args(["-KILL", &runtime])
+        .status()
+        .unwrap();
+    wait_until("the container to die with the runtime", || {
+        probes
+            .iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+    });
+}
+
+#[test]
+fn logs_are_kept_bounded_and_followable() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    install_probe(&rt, "chatty", "1.0.0", "");
+    let runtime = runtime_pid(&rt);
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{runtime}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let mut console = Console::open(&rt);
+    let (status, log) = console.run(
+        "chatty",
+        &["print", "one", "eprint", "two", "print", "three"],
+    );
+    assert_eq!(status, "Code(0)");
+    assert_eq!(log, "one\ntwo\nthree\n");
+    // A follower sees new output as it comes.
+    let mut follower = Raw::connect(&rt);
+    follower.hello();
+    follower.send(&Message::Request {
+        id: 9,
+        request: Request::Logs {
+            name: "chatty",
+            version: None,
+            follow: true,
+        },
+    });
+    assert_eq!(console.start("chatty", &["print", "live", "pause"]), "Ok");
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("live") {
+        let frame = follower.read_frame();
+        assert!(!frame.is_empty());
+        if let Message::Reply {
+            reply: Reply::Log { data, .. },
+            ..
+        } = Message::decode(&frame).unwrap()
+        {
+            seen.extend_from_slice(data);
+        }
+    }
+    assert_eq!(console.stop("chatty", None), "Stopped(Signal(15))");
+    // A flood: the runtime keeps serving, its memory does not grow with the output, and
+    // the log holds the newest bytes with the loss counted.
+    let before = rss();
+    assert_eq!(
+        console.start("chatty", &["flood", "20000000", "print", "tail"]),
+        "Ok"
+    );
+    let listed = rt.ok(&["list"]);
+    assert!(
+        listed.contains("chatty"),
+        "the runtime answers during the flood"
+    );
+    assert_eq!(console.wait_exit("chatty"), "Code(0)");
+    let (dropped, log) = console.logs("chatty");
+    assert!(log.len() <= 16 * 1024, "{}", log.len());
+    assert!(log.ends_with(b"tail\n"));
+    assert!(dropped > 0);
+    let growth = rss().saturating_sub(before);
+    assert!(
+        growth < 512,
+        "the runtime grew by {growth} KiB during a 20 MB flood"
+    );
+}
+
+#[test]
+fn persistent_data_survives_restarts_and_is_wiped_on_request() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    install_probe(
+        &rt,
+        "keeper",
+        "1.0.0",
+        "[mounts.\"/data\"]\ntype = \"persist\"\n",
+    );
+    let mut console = Console::open(&rt);
+    let (status, _) = console.run("keeper", &["write", "/data/note", "remember me"]);
+    assert_eq!(status, "Code(0)");
+    let dir = rt.path("data/keeper");
+    let meta = std::fs::metadata(&dir).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (1000, 1000, 0o700)
+    );
+    let (status, out) = console.run("keeper", &["cat", "/data/note"]);
+    assert_eq!(
+        (status.as_str(), out.as_str()),
+        ("Code(0)", "remember me\n")
+    );
+    // The image itself is read-only.
+    let (status, out) = console.run("keeper", &["write", "/etc/release", "x"]);
+    assert_eq!(status, "Code(3)", "{out}");
+    assert!(out.contains("error write /etc/release 30"), "EROFS: {out}");
+    // An update keeps the data; uninstall --wipe removes it.
+    install_probe(
+        &rt,
+        "keeper",
+        "1.1.0",
+        "[mounts.\"/data\"]\ntype = \"persist\"\n",
+    );
+    let (status, out) = console.run("keeper", &["cat", "/data/note", "cat", "/etc/release"]);
+    assert_eq!(status, "Code(0)");
+    assert_eq!(out, "remember me\nkeeper 1.1.0\n");
+    rt.ok(&["umount", "keeper", "1.1.0"]);
+    rt.ok(&["umount", "keeper", "1.0.0"]);
+    rt.ok(&["uninstall", "keeper", "1.0.0"]);
+    assert!(dir.exists(), "kept without --wipe");
+    rt.ok(&["uninstall", "keeper", "1.1.0", "--wipe"]);
+    assert!(!dir.exists(), "wiped");
+}
+
+#[test]
+fn resources_resolve_to_the_newest_match_and_stay_mounted_while_used() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    for version in ["1.0.0", "1.2.0", "2.0.0"] {
+        install_resource(&rt, "fonts", version);
+    }
+    let uses = "[mounts.\"/res\"]\ntype = \"resource\"\nname = \"fonts\"\nversion = \"^1.0.0\"\ndir = \"/share\"\n";
+    install_probe(&rt, "viewer", "1.0.0", uses);
+    install_probe(
+        &rt,
+        "orphan",
+        "1.0.0",
+        &uses.replace("\"fonts\"", "\"missing\""),
+    );
+    install_probe(
+        &rt,
+        "binder",
+        "1.0.0",
+        "[mounts.\"/host\"]\ntype = \"bind\"\nhost = \"/nonexistent/path\"\n",
+    );
+    let mut console = Console::open(&rt);
+    let (status, out) = console.run(
+        "viewer",
+        &["cat", "/res/version.txt", "write", "/res/x", "y"],
+    );
+    assert_eq!(status, "Code(3)", "the resource is read-only: {out}");
+    assert!(out.starts_with("1.2.0\n"), "{out}");
+    assert_eq!(console.start("viewer", &["pause"]), "Ok");
+    let busy = console.request(Request::Umount(nanostar_protocol::console::PackageId {
+        name: "fonts",
+        version: Version::new(1, 2, 0),
+    }));
+    assert!(
+        busy.contains("Busy") && busy.contains("\"viewer\""),
+        "{busy}"
+    );
+    let own = console.request(Request::Umount(nanostar_protocol::console::PackageId {
+        name: "viewer",
+        version: Version::new(1, 0, 0),
+    }));
+    assert!(own.contains("Busy"), "{own}");
+    assert_eq!(console.stop("viewer", None), "Stopped(Signal(15))");
+    rt.ok(&["umount", "fonts", "1.2.0"]);
+    // Refusals, each with its reason.
+    assert_eq!(
+        console.start("orphan", &[]),
+        "Error(ResourceMissing { name: \"missing\" })"
+    );
+    assert_eq!(
+        console.start("binder", &[]),
+        "Error(BindSourceMissing { path: \"/nonexistent/path\" })"
+    );
+    assert_eq!(console.start("fonts", &[]), "Error(IsResource)");
+    // Nothing of the refused starts is left running; the runtime still serves.
+    let list = rt.ok(&["list"]);
+    assert!(list.contains("viewer"), "{list}");
+}
+
+#[test]
+fn start_stop_cycles_leak_no_descriptor_and_no_mount() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    install_probe(
+        &rt,
+        "cycle",
+        "1.0.0",
+        "[mounts.\"/proc\"]\ntype = \"proc\"\n[mounts.\"/tmp\"]\ntype = \"tmpfs\"\nsize = \"64K\"\n[mounts.\"/dev\"]\ntype = \"dev\"\n",
+    );
+    let runtime = runtime_pid(&rt);
+    let mut console = Console::open(&rt);
+    // The first start mounts the package; count after it.
+    assert_eq!(console.start("cycle", &["pause"]), "Ok");
+    assert_eq!(console.stop("cycle", None), "Stopped(Signal(15))");
+    let (fds, mounts) = (count_fds(&runtime), count_mounts(&runtime));
+    for _ in 0..10 {
+        assert_eq!(console.start("cycle", &["print", "x", "pause"]), "Ok");
+        assert_eq!(console.stop("cycle", Some(2000)), "Stopped(Signal(15))");
+    }
+    assert_eq!(count_fds(&runtime), fds, "descriptors leaked");
+    assert_eq!(count_mounts(&runtime), mounts, "mounts leaked");
+    assert!(probes_under(&runtime).is_empty());
+}
+
+#[test]
+fn cgroups_hold_the_container_and_limits_need_controllers() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    // This host's cgroup v2 hierarchy (if any) has no controllers: a container can live
+    // in a cgroup there, but memory limits cannot be applied.
+    let unified = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| {
+            p.join("cgroup.procs").exists() && p.join("cgroup.kill").exists() || {
+                std::fs::read_to_string("/proc/self/mountinfo")
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.contains(&format!(" {} ", p.display())) && l.contains(" - cgroup2 "))
+            }
+        });
+    let Some(unified) = unified else {
+        eprintln!("note: no cgroup v2 hierarchy here");
+        return;
+    };
+    let root = unified.join(format!("nanostar-test-{}", std::process::id()));
+    let rt = Runtime::start_configured(|_| {}, &format!("cgroup = \"{}\"", root.display()));
+    install_probe(&rt, "grouped", "1.0.0", "");
+    install_probe(&rt, "limited", "1.0.0", "[cgroups]\nmemory_max = \"8M\"\n");
+    let mut console = Console::open(&rt);
+    assert_eq!(console.start("grouped", &["report", "pause"]), "Ok");
+    let procs = std::fs::read_to_string(root.join("grouped/cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 2, "init and app: {procs}");
+    assert_eq!(console.stop("grouped", None), "Stopped(Signal(15))");
+    assert!(!root.join("grouped").exists(), "the cgroup is removed");
+    let has_memory = std::fs::read_to_string(root.join("cgroup.controllers"))
+        .unwrap_or_default()
+        .contains("memory");
+    if !has_memory {
+        assert_eq!(console.start("limited", &[]), "Error(CgroupUnavailable)");
+    }
+    drop(console);
+    drop(rt);
+    let _ = std::fs::remove_dir(&root);
+}
+
+#[test]
+fn restart_policy_backs_off_and_gives_up() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    install_probe(
+        &rt,
+        "flaky",
+        "1.0.0",
+        "args = [\"print\", \"attempt\", \"exit\", \"3\"]\n[restart]\nmode = \"on-failure\"\nmax_restarts = 2\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n",
+    );
+    install_probe(
+        &rt,
+        "fine",
+        "1.0.0",
+        "args = [\"exit\", \"0\"]\n[restart]\nmode = \"on-failure\"\n",
+    );
+    let mut console = Console::open(&rt);
+    assert_eq!(console.request(start_manifest("flaky")), "Ok");
+    for _ in 0..3 {
+        assert_eq!(console.wait_exit("flaky"), "Code(3)");
+    }
+    wait_until("flaky to give up", || {
+        rt.ok(&["--json", "list"]).contains("\"restarts\":2")
+    });
+    let (_, log) = console.logs("flaky");
+    assert_eq!(String::from_utf8(log).unwrap(), "attempt\n".repeat(3));
+    // A clean exit is not a failure: no restart.
+    assert_eq!(console.request(start_manifest("fine")), "Ok");
+    assert_eq!(console.wait_exit("fine"), "Code(0)");
+    let list = rt.ok(&["--json", "list"]);
+    let fine = &list[list.find("\"fine\"").unwrap()..];
+    assert!(fine.contains("\"restarts\":0"), "{list}");
+    // A stop during the back-off cancels the restart.
+    install_probe(
+        &rt,
+        "slow",
+        "1.0.0",
+        "args = [\"exit\", \"1\"]\n[restart]\nmode = \"always\"\nbackoff_initial_ms = 60000\nbackoff_max_ms = 60000\n",
+    );
+    assert_eq!(console.request(start_manifest("slow")), "Ok");
+    assert_eq!(console.wait_exit("slow"), "Code(1)");
+    wait_until("slow to wait for its restart", || {
+        rt.ok(&["--json", "list"]).contains("\"restarting\"")
+    });
+    // Its exit was reported already; the stop answers with it.
+    let stop = Request::Stop {
+        name: "slow",
+        version: None,
+        timeout_ms: None,
+    };
+    assert_eq!(console.request(stop), "Stopped(Code(1))");
+    assert!(!rt.ok(&["--json", "list"]).contains("\"restarting\""));
+}
+
+/// A start with the manifest's own arguments.
+fn start_manifest(name: &str) -> Request<'_> {
+    Request::Start {
+        name,
+        version: None,
+        args: None,
+        env: heapless::Vec::new(),
+    }
+}
+
+#[test]
+fn autostart_packages_start_with_the_runtime() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start_with(|dir| {
+        let repo = dir.join("repo");
+        let auto = probe_package(
+            dir,
+            "auto",
+            "1.0.0",
+            "autostart = \"relaxed\"\nargs = [\"print\", \"booted\", \"pause\"]\n",
+        );
+        std::fs::write(repo.join("auto-1.0.0.npk"), auto).unwrap();
+        let broken = probe_package(
+            dir,
+            "broken",
+            "1.0.0",
+            "autostart = \"relaxed\"\n[mounts.\"/host\"]\ntype = \"bind\"\nhost = \"/nonexistent\"\n",
+        );
+        std::fs::write(repo.join("broken-1.0.0.npk"), broken).unwrap();
+        let manual = probe_package(dir, "manual", "1.0.0", "args = [\"pause\"]\n");
+        std::fs::write(repo.join("manual-1.0.0.npk"), manual).unwrap();
+    });
+    let mut console = Console::open(&rt);
+    wait_until("auto to log", || {
+        console.logs("auto").1.starts_with(b"booted\n")
+    });
+    let list = rt.ok(&["--json", "list"]);
+    let row = |name: &str| {
+        let at = list.find(&format!("\"{name}\"")).unwrap();
+        list[at..].lines().next().unwrap().to_string()
+    };
+    assert!(row("auto").contains("\"state\":\"running\""), "{list}");
+    assert!(row("manual").contains("\"container\":null"), "{list}");
+    assert!(row("broken").contains("\"container\":null"), "{list}");
+    assert_eq!(console.stop("auto", None), "Stopped(Signal(15))");
+}
