@@ -42,7 +42,8 @@ printf 'name = "bench"\nversion = "1.0.0"\ninit = "/bin/probe"\nuid = 1000\ngid 
 "$npk" pack --manifest "$work/m.toml" --root "$work/root" --out "$work/bench.npk" >/dev/null
 $nb install "$work/bench.npk" >/dev/null
 $nb mount bench 1.0.0 >/dev/null
-target/release/bench-start "$work/run/console" bench "$probe" "$runs" "$pause_ms"
+runtime=$(tr -d " " <"/proc/$pid/task/$pid/children")
+target/release/bench-start "$work/run/console" bench "$probe" "$runs" "$pause_ms" "$runtime"
 $nb shutdown >/dev/null
 wait "$pid" || true
 pid=

@@ -211,7 +211,7 @@ pub fn parse(text: &str) -> Result<Config<'_>, ConfigError> {
         },
     };
     // Which keys were seen, to refuse duplicates: top level and [limits].
-    let mut seen: Vec<&str, 8> = Vec::new();
+    let mut seen: Vec<&str, 16> = Vec::new();
     let mut repo_seen: Vec<&str, 4> = Vec::new();
     let mut section = Section::Top;
     for (index, raw) in text.lines().enumerate() {

@@ -54,6 +54,12 @@ const NOEXEC: u32 = MountFlags::NOEXEC.bits();
 
 /// Runs the board: never returns.
 pub fn run(config_path: &str) -> ! {
+    if let Err(e) = leave_rootfs() {
+        errln!(
+            "nanostar: cannot move the root off the initramfs: {} (containers will not start)",
+            crate::fs::errno_text(e)
+        );
+    }
     for (source, target, fstype, flags, data) in BASE_MOUNTS {
         let _ = rustix::fs::mkdir(target, Mode::from_raw_mode(0o755));
         match rustix::mount::mount(
@@ -77,6 +83,31 @@ pub fn run(config_path: &str) -> ! {
         None => errln!("nanostar: no usable configuration; powering off"),
     }
     power_off()
+}
+
+/// `ramfs` and `tmpfs`: what the kernel's initramfs root (rootfs) is.
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+
+/// When the root is the initramfs (rootfs, which has no parent mount), makes it a bind
+/// mount of itself: `pivot_root` refuses to move rootfs, and every container start
+/// pivots. The steps of `switch_root`, onto the same files: bind / at /.root, move that
+/// onto /, chroot into it.
+fn leave_rootfs() -> Result<(), Errno> {
+    // `f_type` is 32 bits on arm, 64 elsewhere; the magic numbers fit 32.
+    let magic = rustix::fs::statfs(c"/")?.f_type as u32;
+    if magic != RAMFS_MAGIC && magic != TMPFS_MAGIC {
+        return Ok(());
+    }
+    match rustix::fs::mkdir(c"/.root", Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e),
+    }
+    rustix::mount::mount_bind_recursive(c"/", c"/.root")?;
+    rustix::process::chdir(c"/.root")?;
+    rustix::mount::mount_move(c".", c"/")?;
+    rustix::process::chroot(c".")?;
+    rustix::process::chdir(c"/")
 }
 
 /// Mounts the data disk, runs the runtime, unmounts the disk.

@@ -9,12 +9,35 @@
 //! The guest reports its result with one line on the serial console, [`VERDICT_MARKER`]
 //! followed by `pass`, or by `fail` and a reason. A boot passes when that line says
 //! `pass`, QEMU exits by itself (the guest powered off) with status 0, the kernel did not
-//! panic and every expected text appeared.
+//! panic and every expected text appeared. With [`RunOptions::poweroff_ok`] a clean
+//! power-off without a verdict passes too: the runtime as PID 1 prints no verdict.
+//!
+//! To boot a board from Rust and drive it while it runs (the demo, boot tests):
+//!
+//! ```no_run
+//! # use nanostar_tools::board::{Board, BootSpec, Hvc, RunOptions};
+//! # use std::time::Duration;
+//! # fn main() -> anyhow::Result<()> {
+//! let board = Board::load("qemu-armv7")?;
+//! let mut spec = BootSpec::new("target/armv7-unknown-linux-gnueabihf/release/nanostar");
+//! spec.files.push(("board/qemu-armv7/nanostar.conf".into(), "/etc/nanostar.conf".into()));
+//! spec.hvc = Hvc::Socket("/tmp/hvc.sock".into());
+//! let boot = board.prepare(&spec)?;            // kernel, initramfs, ext4 disk, QEMU command
+//! let mut options = RunOptions::new(Duration::from_secs(120));
+//! options.poweroff_ok = true;
+//! let (echo, lines) = nanostar_tools::board::LineTap::new(Box::new(std::io::stdout()));
+//! let running = boot.spawn(options, Box::new(echo));
+//! nanostar_tools::board::wait_for_line(&lines, "nanostar: serving ", Duration::from_secs(30));
+//! // ... talk to the runtime on /tmp/hvc.sock, then ask it to shut down ...
+//! let report = running.join().expect("runner thread")?;
+//! # Ok(()) }
+//! ```
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -30,6 +53,13 @@ pub const VERDICT_MARKER: &str = "nanostar-verdict:";
 /// What the kernel prints when it panics (`Kernel panic - not syncing: ...`).
 const PANIC_MARKER: &str = "Kernel panic";
 
+/// What the kernel prints as the machine powers off (`reboot(POWER_OFF)`, PSCI
+/// SYSTEM_OFF on the QEMU boards).
+pub const POWER_OFF_MARKER: &str = "reboot: Power down";
+
+/// Size of the fresh data disk a boot gets when it names none.
+pub const DEFAULT_DISK_SIZE: u64 = 64 << 20;
+
 /// How long QEMU may keep running after a panic. With `panic=-1` and `-no-reboot` it
 /// exits at once; this only bounds a board whose arguments lack those.
 const PANIC_GRACE: Duration = Duration::from_secs(10);
@@ -41,6 +71,20 @@ pub fn boards_dir() -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../board"),
     }
+}
+
+/// The cache of built artefacts (kernels, busybox), as
+/// `board/build-kernel.sh` has it: `$NANOSTAR_CACHE`, else `$XDG_CACHE_HOME/nanostar`, else
+/// `~/.cache/nanostar`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("NANOSTAR_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("nanostar");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/nanostar")
 }
 
 /// `board.toml`.
@@ -309,6 +353,193 @@ impl Board {
     }
 }
 
+/// What one boot needs besides the board: [`Board::prepare`] turns it into files and a
+/// QEMU command.
+#[derive(Debug, Clone)]
+pub struct BootSpec {
+    /// The static program that becomes PID 1.
+    pub init: PathBuf,
+    /// Extra files for the initramfs, `(host path, guest path)`; they keep their host
+    /// permission bits.
+    pub files: Vec<(PathBuf, String)>,
+    /// The raw image for the virtio data disk; `None`: a fresh ext4 image of
+    /// [`DEFAULT_DISK_SIZE`] in the boot's work folder (see [`make_data_disk`]).
+    pub disk: Option<PathBuf>,
+    /// Where the virtio console goes.
+    pub hvc: Hvc,
+    /// Appended to the board's kernel command line.
+    pub append: String,
+    /// The kernel image; `None`: the board's, built or found in the cache.
+    pub kernel: Option<PathBuf>,
+}
+
+impl BootSpec {
+    /// A boot of `init` with no extra files, a fresh disk, the virtio console to nowhere,
+    /// and the board's kernel.
+    pub fn new(init: impl Into<PathBuf>) -> BootSpec {
+        BootSpec {
+            init: init.into(),
+            files: Vec::new(),
+            disk: None,
+            hvc: Hvc::Null,
+            append: String::new(),
+            kernel: None,
+        }
+    }
+}
+
+/// A boot ready to run: its QEMU command and the files it uses. The work folder (the
+/// initramfs, and the disk unless one was given) is removed when this is dropped, or
+/// after [`PreparedBoot::run`] ends.
+#[derive(Debug)]
+pub struct PreparedBoot {
+    /// The QEMU command, for [`run`] or [`run_with`] (keep `self` alive meanwhile).
+    pub command: Command,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub disk: PathBuf,
+    work: WorkDir,
+}
+
+impl PreparedBoot {
+    /// The boot's private temporary folder.
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    /// Runs QEMU to its end with [`run_with`], then removes the work folder.
+    pub fn run(self, options: &RunOptions, echo: Box<dyn Write + Send>) -> Result<Report> {
+        let PreparedBoot { command, work, .. } = self;
+        let report = run_with(command, options, echo);
+        drop(work);
+        report
+    }
+
+    /// [`PreparedBoot::run`] in a new thread, so the caller can drive the guest (over the
+    /// virtio console's socket) while it runs.
+    pub fn spawn(
+        self,
+        options: RunOptions,
+        echo: Box<dyn Write + Send>,
+    ) -> JoinHandle<Result<Report>> {
+        std::thread::spawn(move || self.run(&options, echo))
+    }
+}
+
+impl Board {
+    /// Everything for one boot: checks `init`'s architecture, writes the initramfs (`init`
+    /// as `/init`), makes a fresh ext4 disk unless one is given, builds or finds the
+    /// kernel, checks QEMU, and fills in the board's QEMU arguments.
+    pub fn prepare(&self, spec: &BootSpec) -> Result<PreparedBoot> {
+        // Cheap checks first, before a kernel build that may take minutes.
+        self.check_program(&spec.init)?;
+        if let Some(d) = &spec.disk {
+            ensure!(d.is_file(), "disk image {} does not exist", d.display());
+        }
+        if let Some(k) = &spec.kernel {
+            ensure!(k.is_file(), "kernel {} does not exist", k.display());
+        }
+        // Also checks every file before the kernel build.
+        let archive = initramfs(&spec.init, &spec.files)?;
+        let work = WorkDir::new()?;
+        let disk = match &spec.disk {
+            Some(d) => d.clone(),
+            None => {
+                let d = work.path().join("disk.img");
+                make_data_disk(&d, DEFAULT_DISK_SIZE)?;
+                d
+            }
+        };
+        let kernel = match &spec.kernel {
+            Some(k) => k.clone(),
+            None => self.build_kernel()?,
+        };
+        // After the kernel build, which installs QEMU and the cross compiler when it can.
+        self.check_qemu()?;
+        let initrd = work.path().join("initramfs.cpio");
+        std::fs::write(&initrd, archive)
+            .with_context(|| format!("cannot write {}", initrd.display()))?;
+        let command = self.qemu_command(&BootFiles {
+            kernel: &kernel,
+            initrd: &initrd,
+            disk: &disk,
+            hvc: &spec.hvc,
+            append: &spec.append,
+        })?;
+        Ok(PreparedBoot {
+            command,
+            kernel,
+            initrd,
+            disk,
+            work,
+        })
+    }
+}
+
+/// Creates `path` (replacing it) as a sparse image of `size` bytes formatted ext4 with
+/// `mkfs.ext4 -q -F` (e2fsprogs), the data disk the runtime mounts as PID 1.
+pub fn make_data_disk(path: &Path, size: u64) -> Result<()> {
+    std::fs::File::create(path)
+        .and_then(|f| f.set_len(size))
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "mkfs.ext4 not found: install e2fsprogs (`apt-get install e2fsprogs`) to \
+                     make the data disk, or give one with --disk"
+                )
+            } else {
+                anyhow::anyhow!("cannot run mkfs.ext4: {e}")
+            }
+        })?;
+    ensure!(
+        out.status.success(),
+        "mkfs.ext4 {} failed ({}): {}",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// A private temporary folder (`$TMPDIR/nanostar-board-PID-N`), removed with everything in
+/// it when dropped.
+#[derive(Debug)]
+pub struct WorkDir(PathBuf);
+
+impl WorkDir {
+    pub fn new() -> Result<WorkDir> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "nanostar-board-{}-{n}-{nanos:08x}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(WorkDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn machine_name(machine: u16) -> &'static str {
     match machine {
         3 => "x86",
@@ -365,6 +596,8 @@ pub struct Scanner {
     pub verdict: Option<Verdict>,
     /// The first panic line.
     pub panic: Option<String>,
+    /// The kernel said it powers the machine off ([`POWER_OFF_MARKER`]).
+    pub powered_off: bool,
     /// Everything seen, without carriage returns.
     pub transcript: String,
 }
@@ -375,6 +608,9 @@ impl Scanner {
         self.transcript.push('\n');
         if self.panic.is_none() && line.contains(PANIC_MARKER) {
             self.panic = Some(line.trim().to_owned());
+        }
+        if line.contains(POWER_OFF_MARKER) {
+            self.powered_off = true;
         }
         if let Some(at) = line.find(VERDICT_MARKER) {
             let rest = line[at + VERDICT_MARKER.len()..].trim();
@@ -437,7 +673,8 @@ impl Outcome {
                 .into(),
             Outcome::NoVerdict => format!(
                 "QEMU exited without a verdict: the guest must print `{VERDICT_MARKER} pass` \
-                 (or `fail REASON`) before powering off"
+                 (or `fail REASON`) before powering off (--poweroff-ok: a clean power-off \
+                 is enough)"
             ),
             Outcome::QemuFailed(status) => format!("QEMU failed ({status}); see its message above"),
             Outcome::Missing(texts) => format!("expected text never appeared: {texts:?}"),
@@ -453,22 +690,131 @@ pub struct Report {
     pub elapsed: Duration,
     /// The serial console, without carriage returns.
     pub transcript: String,
+    /// Every line of the serial console with the time from QEMU's start at which it
+    /// arrived (for boot times: e.g. the runtime's "nanostar: serving" line).
+    pub lines: Vec<(Duration, String)>,
+}
+
+/// How [`run_with`] judges a boot and shows its console.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// QEMU is killed after this long and the boot fails.
+    pub timeout: Duration,
+    /// Texts that must appear on the serial console.
+    pub expect: Vec<String>,
+    /// A clean power-off without a verdict passes: the kernel printed
+    /// [`POWER_OFF_MARKER`] and QEMU exited by itself with status 0. (A verdict, a panic
+    /// or a missing expected text still decide as usual.) For an init that prints no
+    /// verdict, such as the runtime as PID 1.
+    pub poweroff_ok: bool,
+    /// Each line sent to `echo` starts with the host's time since QEMU's start,
+    /// `+1.234s `.
+    pub timestamps: bool,
+}
+
+impl RunOptions {
+    /// `timeout`, nothing expected, a verdict needed, no timestamps.
+    pub fn new(timeout: Duration) -> RunOptions {
+        RunOptions {
+            timeout,
+            expect: Vec::new(),
+            poweroff_ok: false,
+            timestamps: false,
+        }
+    }
 }
 
 enum Event {
-    Line(String),
+    Line(Duration, String),
     Eof,
+}
+
+/// A writer that passes everything to another and hands each complete line (without its
+/// newline) to a channel: give it to [`run`] as `echo` to wait for what the guest prints
+/// while it runs (see [`wait_for_line`]). With [`RunOptions::timestamps`] the lines carry
+/// the timestamp prefix.
+pub struct LineTap {
+    inner: Box<dyn Write + Send>,
+    line: Vec<u8>,
+    tx: mpsc::Sender<String>,
+}
+
+impl LineTap {
+    pub fn new(inner: Box<dyn Write + Send>) -> (LineTap, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        (
+            LineTap {
+                inner,
+                line: Vec::new(),
+                tx,
+            },
+            rx,
+        )
+    }
+}
+
+impl Write for LineTap {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for &b in buf {
+            if b == b'\n' {
+                let text = String::from_utf8_lossy(&self.line).into_owned();
+                self.line.clear();
+                // Nobody listening any more is fine: the echo goes on.
+                let _ = self.tx.send(text);
+            } else {
+                self.line.push(b);
+            }
+        }
+        let _ = self.inner.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.inner.flush();
+        Ok(())
+    }
+}
+
+/// Waits up to `timeout` for a line from a [`LineTap`] that contains `needle`; returns
+/// it, or `None` on timeout or when the boot ended without it.
+pub fn wait_for_line(
+    lines: &mpsc::Receiver<String>,
+    needle: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Runs `cmd` (QEMU, with its serial console on stdout), copies its stdout to `echo` as it
 /// arrives, and judges it. QEMU is killed after `timeout`, or [`PANIC_GRACE`] after a
-/// panic. Fails only if QEMU cannot be started.
+/// panic. Fails only if QEMU cannot be started. [`run_with`] has more options.
 pub fn run(
-    mut cmd: Command,
+    cmd: Command,
     timeout: Duration,
     expect: &[String],
+    echo: Box<dyn Write + Send>,
+) -> Result<Report> {
+    let mut options = RunOptions::new(timeout);
+    options.expect = expect.to_vec();
+    run_with(cmd, &options, echo)
+}
+
+/// [`run`] with all options.
+pub fn run_with(
+    mut cmd: Command,
+    options: &RunOptions,
     mut echo: Box<dyn Write + Send>,
 ) -> Result<Report> {
+    let timeout = options.timeout;
+    let timestamps = options.timestamps;
     let program = cmd.get_program().to_string_lossy().into_owned();
     let start = Instant::now();
     let mut child = cmd
@@ -494,14 +840,30 @@ pub fn run(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            let now = start.elapsed();
             let chunk: Vec<u8> = buf[..n].iter().copied().filter(|&b| b != b'\r').collect();
-            let _ = echo.write_all(&chunk);
+            if timestamps {
+                // The prefix goes in front of every line as it starts, so partial lines
+                // still show at once.
+                let mut out = Vec::with_capacity(chunk.len() + 16);
+                let mut at_start = line.is_empty();
+                for &b in &chunk {
+                    if at_start {
+                        out.extend_from_slice(timestamp(now).as_bytes());
+                    }
+                    out.push(b);
+                    at_start = b == b'\n';
+                }
+                let _ = echo.write_all(&out);
+            } else {
+                let _ = echo.write_all(&chunk);
+            }
             let _ = echo.flush();
             for &b in &chunk {
                 if b == b'\n' {
                     let text = String::from_utf8_lossy(&line).into_owned();
                     line.clear();
-                    if tx.send(Event::Line(text)).is_err() {
+                    if tx.send(Event::Line(now, text)).is_err() {
                         return;
                     }
                 } else {
@@ -510,12 +872,14 @@ pub fn run(
             }
         }
         if !line.is_empty() {
-            let _ = tx.send(Event::Line(String::from_utf8_lossy(&line).into_owned()));
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let _ = tx.send(Event::Line(start.elapsed(), text));
         }
         let _ = tx.send(Event::Eof);
     });
 
     let mut scanner = Scanner::default();
+    let mut lines = Vec::new();
     let deadline = start + timeout;
     let mut panic_deadline = None;
     let mut killed = false;
@@ -528,8 +892,9 @@ pub fn run(
             break;
         }
         match rx.recv_timeout(until - now) {
-            Ok(Event::Line(line)) => {
+            Ok(Event::Line(at, line)) => {
                 scanner.line(&line);
+                lines.push((at, line));
                 if scanner.panic.is_some() && panic_deadline.is_none() {
                     panic_deadline = Some(Instant::now() + PANIC_GRACE);
                 }
@@ -546,16 +911,23 @@ pub fn run(
     let elapsed = start.elapsed();
     let _ = reader.join();
     // Lines that arrived between the kill and the end of the pipe.
-    while let Ok(Event::Line(line)) = rx.try_recv() {
+    while let Ok(Event::Line(at, line)) = rx.try_recv() {
         scanner.line(&line);
+        lines.push((at, line));
     }
 
-    let outcome = judge(&scanner, killed, status, expect);
+    let outcome = judge(&scanner, killed, status, options);
     Ok(Report {
         outcome,
         elapsed,
         transcript: scanner.transcript,
+        lines,
     })
+}
+
+/// The prefix of a line with [`RunOptions::timestamps`].
+fn timestamp(since_start: Duration) -> String {
+    format!("+{:.3}s ", since_start.as_secs_f64())
 }
 
 /// Waits for `child` until `deadline`, then kills it.
@@ -578,8 +950,9 @@ fn wait_until(
 }
 
 /// The outcome, most telling first: the guest's own failure, a panic, a timeout, QEMU's
-/// failure, no verdict, missing texts.
-fn judge(scanner: &Scanner, killed: bool, status: ExitStatus, expect: &[String]) -> Outcome {
+/// failure, no verdict (unless a clean power-off is enough), missing texts.
+fn judge(scanner: &Scanner, killed: bool, status: ExitStatus, options: &RunOptions) -> Outcome {
+    let expect = &options.expect;
     if let Some(Verdict::Fail(reason)) = &scanner.verdict {
         return Outcome::Fail(reason.clone());
     }
@@ -594,7 +967,7 @@ fn judge(scanner: &Scanner, killed: bool, status: ExitStatus, expect: &[String])
     if !status.success() {
         return Outcome::QemuFailed(status.to_string());
     }
-    if scanner.verdict.is_none() {
+    if scanner.verdict.is_none() && !(options.poweroff_ok && scanner.powered_off) {
         return Outcome::NoVerdict;
     }
     let missing: Vec<String> = expect
@@ -781,6 +1154,209 @@ mod tests {
                 .to_string()
                 .contains("qemu-armv7")
         );
+    }
+
+    /// A writer whose bytes the test can read afterwards.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn run_opts(script: &str, poweroff_ok: bool, expect: &[&str]) -> Report {
+        let mut options = RunOptions::new(Duration::from_secs(10));
+        options.poweroff_ok = poweroff_ok;
+        options.expect = expect.iter().map(|s| s.to_string()).collect();
+        run_with(sh(script), &options, Box::new(std::io::sink())).unwrap()
+    }
+
+    #[test]
+    fn a_clean_power_off_passes_when_asked() {
+        let off = "echo 'nanostar: serving'; echo '[    2.7] reboot: Power down'";
+        assert_eq!(run_opts(off, false, &[]).outcome, Outcome::NoVerdict);
+        assert_eq!(run_opts(off, true, &[]).outcome, Outcome::Pass);
+        assert_eq!(
+            run_opts(off, true, &["serving", "absent"]).outcome,
+            Outcome::Missing(vec!["absent".into()])
+        );
+        // Not without the kernel's power-off line, nor with QEMU failing, a fail verdict
+        // or a panic.
+        assert_eq!(run_opts("echo up", true, &[]).outcome, Outcome::NoVerdict);
+        assert!(matches!(
+            run_opts(&format!("{off}; exit 1"), true, &[]).outcome,
+            Outcome::QemuFailed(_)
+        ));
+        assert_eq!(
+            run_opts(
+                &format!("echo 'nanostar-verdict: fail x'; {off}"),
+                true,
+                &[]
+            )
+            .outcome,
+            Outcome::Fail("x".into())
+        );
+        assert!(matches!(
+            run_opts(
+                &format!("echo 'Kernel panic - not syncing'; {off}"),
+                true,
+                &[]
+            )
+            .outcome,
+            Outcome::Panic(_)
+        ));
+        let s = scan(&["[ 1.0] reboot: Power down"]);
+        assert!(s.powered_off && s.verdict.is_none());
+    }
+
+    #[test]
+    fn timestamps_and_line_times() {
+        let out = Shared::default();
+        let mut options = RunOptions::new(Duration::from_secs(10));
+        options.timestamps = true;
+        let r = run_with(
+            sh("printf 'one\\ntw'; sleep 0.3; printf 'o\\r\\nthree\\n'"),
+            &options,
+            Box::new(out.clone()),
+        )
+        .unwrap();
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text:?}");
+        for (line, want) in lines.iter().zip(["one", "two", "three"]) {
+            // "+0.012s one": the prefix once per line, even for a line sent in two pieces.
+            let (stamp, rest) = line.split_once(' ').unwrap();
+            assert!(stamp.starts_with('+') && stamp.ends_with('s'), "{line:?}");
+            assert!(stamp[1..stamp.len() - 1].parse::<f64>().is_ok(), "{line:?}");
+            assert_eq!(rest, want, "{text:?}");
+        }
+        // The transcript and the line list have no prefixes; times grow.
+        assert_eq!(r.transcript, "one\ntwo\nthree\n");
+        let names: Vec<&str> = r.lines.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(names, ["one", "two", "three"]);
+        assert!(r.lines[1].0 >= r.lines[0].0 + Duration::from_millis(250));
+        assert!(r.lines[2].0 >= r.lines[1].0);
+    }
+
+    #[test]
+    fn line_tap_passes_everything_on_and_waits_for_lines() {
+        let out = Shared::default();
+        let (mut tap, lines) = LineTap::new(Box::new(out.clone()));
+        tap.write_all(b"a\nnanostar: serv").unwrap();
+        tap.write_all(b"ing 0 packages\nrest").unwrap();
+        assert_eq!(out.text(), "a\nnanostar: serving 0 packages\nrest");
+        assert_eq!(
+            wait_for_line(&lines, "serving", Duration::from_secs(1)).as_deref(),
+            Some("nanostar: serving 0 packages")
+        );
+        // An unfinished line is not a line yet; a timeout is None.
+        assert_eq!(
+            wait_for_line(&lines, "rest", Duration::from_millis(50)),
+            None
+        );
+        drop(tap);
+        assert_eq!(wait_for_line(&lines, "x", Duration::from_secs(1)), None);
+
+        // Through a whole run: the guest's lines arrive while it runs.
+        let (tap, lines) = LineTap::new(Box::new(std::io::sink()));
+        let mut options = RunOptions::new(Duration::from_secs(10));
+        options.poweroff_ok = true;
+        let handle = std::thread::spawn(move || {
+            run_with(
+                sh("echo 'nanostar: serving 1 packages'; sleep 0.2; echo 'reboot: Power down'"),
+                &options,
+                Box::new(tap),
+            )
+        });
+        assert!(wait_for_line(&lines, "nanostar: serving", Duration::from_secs(5)).is_some());
+        assert_eq!(handle.join().unwrap().unwrap().outcome, Outcome::Pass);
+    }
+
+    fn have(program: &str) -> bool {
+        Command::new(program)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    }
+
+    #[test]
+    fn data_disks_are_ext4() {
+        if !have("mkfs.ext4") {
+            eprintln!("skipped: no mkfs.ext4 (e2fsprogs)");
+            return;
+        }
+        let work = WorkDir::new().unwrap();
+        let disk = work.path().join("d,isk.img");
+        make_data_disk(&disk, 8 << 20).unwrap();
+        let bytes = std::fs::read(&disk).unwrap();
+        assert_eq!(bytes.len(), 8 << 20);
+        // The ext2/3/4 superblock magic 0xEF53 at byte 1024 + 56.
+        assert_eq!(&bytes[1024 + 56..1024 + 58], &[0x53, 0xef]);
+        let dir = work.path().to_path_buf();
+        drop(work);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn prepare_makes_the_files_and_the_command() {
+        if !have("mkfs.ext4") {
+            eprintln!("skipped: no mkfs.ext4 (e2fsprogs)");
+            return;
+        }
+        let mut board = Board::load("qemu-armv7").unwrap();
+        // Any program found in PATH passes check_qemu; nothing is run here.
+        board.qemu.binary = "sh".into();
+        let tmp = WorkDir::new().unwrap();
+        let kernel = tmp.path().join("zImage");
+        let init = tmp.path().join("init");
+        std::fs::write(&kernel, b"kernel").unwrap();
+        std::fs::write(&init, b"#!/bin/sh\n").unwrap();
+        let mut spec = BootSpec::new(&init);
+        spec.kernel = Some(kernel.clone());
+        spec.hvc = Hvc::Socket("/tmp/x.sock".into());
+        spec.append = "loglevel=5".into();
+        let boot = board.prepare(&spec).unwrap();
+        assert!(boot.initrd.starts_with(boot.work_dir()) && boot.initrd.is_file());
+        assert!(boot.disk.starts_with(boot.work_dir()));
+        assert_eq!(
+            std::fs::metadata(&boot.disk).unwrap().len(),
+            DEFAULT_DISK_SIZE
+        );
+        assert_eq!(boot.kernel, kernel);
+        let args: Vec<String> = boot
+            .command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(
+            joined.contains(&format!("-initrd {}", boot.initrd.display())),
+            "{joined}"
+        );
+        assert!(joined.contains("rdinit=/init quiet loglevel=5"), "{joined}");
+        assert!(joined.contains("socket,path=/tmp/x.sock"), "{joined}");
+        let work = boot.work_dir().to_path_buf();
+        drop(boot);
+        assert!(!work.exists());
+
+        // A given disk that does not exist fails before anything is made.
+        spec.disk = Some(tmp.path().join("missing.img"));
+        let err = board.prepare(&spec).unwrap_err().to_string();
+        assert!(err.contains("missing.img"), "{err}");
     }
 
     #[test]

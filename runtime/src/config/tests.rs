@@ -80,7 +80,8 @@ fn parses_everything() {
 fn board_keys() {
     let c = parse(
         "run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\nconsole_device = \"/dev/hvc0\"\n\
-         data_device = \"/dev/vda\"\ndata_mount = \"/persist\"\ndata_fstype = \"ext2\"\n",
+         data_device = \"/dev/vda\"\ndata_mount = \"/persist\"\ndata_fstype = \"ext2\"\n\
+         cgroup = \"/sys/fs/cgroup/n\"\n[limits]\nmax_clients = 2\ninstall_timeout_ms = 100\n",
     )
     .unwrap();
     assert_eq!(

@@ -142,19 +142,25 @@ pub fn remove(root: &str, name: &str) -> Result<(), Errno> {
     }
 }
 
-/// The `oom_kill` count of `ROOT/NAME/memory.events`; 0 when unknown.
-pub fn oom_kills(root: &str, name: &str) -> u64 {
-    let Ok(mut p) = path(root, name) else {
-        return 0;
-    };
-    if p.push_str("/memory.events").is_err() {
-        return 0;
-    }
+/// `ROOT/NAME/memory.events`, opened for watching: the kernel marks it with `EPOLLPRI`
+/// whenever a count in it changes. `None` without the memory controller.
+pub fn open_events(dir: &impl AsFd) -> Option<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        "memory.events",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+}
+
+/// The `oom_kill` count in a `memory.events` file; 0 when unknown.
+pub fn oom_kills(events: &impl AsFd) -> u64 {
     let mut buf = [0u8; 256];
-    let Ok(bytes) = crate::fs::read_to_buf(p.as_bytes(), &mut buf) else {
+    let Ok(n) = rustix::io::pread(events, &mut buf, 0) else {
         return 0;
     };
-    core::str::from_utf8(bytes)
+    core::str::from_utf8(&buf[..n])
         .ok()
         .and_then(|text| {
             text.lines()

@@ -379,8 +379,11 @@ fn app(launch: &Launch) -> Result<core::convert::Infallible, Failure> {
     let caps = m.capabilities.0;
     let capabilities = at(SetupStep::Capabilities);
     for cap in 0..64u32 {
-        if caps & (1 << cap) == 0 {
-            process::drop_bounding_capability(cap).map_err(&capabilities)?;
+        if caps & (1 << cap) == 0
+            && !process::drop_bounding_capability(cap).map_err(&capabilities)?
+        {
+            // Capabilities are numbered without gaps: past the kernel's last one, done.
+            break;
         }
     }
     process::set_keep_capabilities(caps != 0).map_err(&capabilities)?;

@@ -40,6 +40,7 @@ pub const TOKEN_CONTAINER: u64 = 1 << 40;
 const KIND_STATUS: u64 = 0;
 const KIND_STDOUT: u64 = 1;
 const KIND_STDERR: u64 = 2;
+const KIND_MEMORY_EVENTS: u64 = 3;
 
 fn token(index: usize, kind: u64) -> u64 {
     TOKEN_CONTAINER | (index as u64) << 2 | kind
@@ -129,6 +130,9 @@ struct Container {
     outputs: [Option<OwnedFd>; 2],
     /// Whether each output is also copied to /dev/kmsg.
     kmsg: [bool; 2],
+    /// Its cgroup's `memory.events`, watched for OOM kills, and the count reported so far.
+    memory_events: Option<OwnedFd>,
+    oom_kills: u64,
     started: Timespec,
     /// How init said the app ended.
     reported: Option<ExitStatus>,
@@ -450,7 +454,17 @@ impl<'c> Runtime<'c> {
             }
             return Err(e.into());
         }
+        let memory_events = cgroup_dir.as_ref().and_then(cgroup::open_events);
+        if let Some(events) = &memory_events {
+            let _ = epoll::add(
+                &self.epoll,
+                events,
+                epoll::EventData::new_u64(token(index, KIND_MEMORY_EVENTS)),
+                epoll::EventFlags::PRI,
+            );
+        }
         if let Some(c) = self.containers.at_mut(index) {
+            c.memory_events = memory_events;
             c.uses = uses;
             c.cgroup = cgroup_dir.is_some();
             c.starter = starter;
@@ -615,6 +629,8 @@ impl<'c> Runtime<'c> {
             status: Some(status_read),
             outputs,
             kmsg,
+            memory_events: None,
+            oom_kills: 0,
             started: now(),
             reported: None,
             failed: None,
@@ -825,6 +841,7 @@ impl<'c> Runtime<'c> {
         }
         match token & 3 {
             KIND_STATUS => self.read_reports(index),
+            KIND_MEMORY_EVENTS => self.check_oom(index),
             kind => self.read_output(index, (kind - 1) as usize, LOG_READ_SLICE),
         }
     }
@@ -876,21 +893,52 @@ impl<'c> Runtime<'c> {
         record[..name.len()].copy_from_slice(name.as_bytes());
         record[name.len()..prefix].copy_from_slice(b": ");
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let n = line.len().min(record.len() - prefix);
+            let n = line.len().min(record.len() - prefix - 1);
             record[prefix..prefix + n].copy_from_slice(&line[..n]);
-            let _ = rustix::io::write(kmsg, &record[..prefix + n]);
+            // A record without its newline is held back as the start of a longer one.
+            record[prefix + n] = b'\n';
+            let _ = rustix::io::write(kmsg, &record[..prefix + n + 1]);
         }
+    }
+
+    /// The kernel changed the container's `memory.events`: an OOM kill is a notification
+    /// (the container may well go on).
+    fn check_oom(&mut self, index: usize) {
+        let Some(c) = self.containers.at_mut(index) else {
+            return;
+        };
+        let Some(events) = c.memory_events.as_ref() else {
+            return;
+        };
+        let kills = cgroup::oom_kills(events);
+        if kills <= c.oom_kills {
+            return;
+        }
+        c.oom_kills = kills;
+        let (name, version) = (c.name.clone(), c.version);
+        self.notify(Notification::OutOfMemory(PackageId {
+            name: &name,
+            version,
+        }));
     }
 
     /// Reads init's reports; at the pipe's end, init is gone: reap it.
     #[inline(never)]
     fn read_reports(&mut self, index: usize) {
+        if self.drain_reports(index) {
+            self.try_reap(index);
+        }
+    }
+
+    /// Takes every report init has written; `true` once the pipe has ended (init is gone),
+    /// which also closes it.
+    fn drain_reports(&mut self, index: usize) -> bool {
         loop {
             let Some(c) = self.containers.at_mut(index) else {
-                return;
+                return false;
             };
             let Some(fd) = c.status.as_ref() else {
-                return;
+                return false;
             };
             let mut record = [0u8; REPORT_LEN];
             match rustix::io::read(fd, &mut record) {
@@ -900,15 +948,14 @@ impl<'c> Runtime<'c> {
                     Some(Report::Exited(status)) => c.reported = Some(status),
                     None => {}
                 },
-                Ok(0) | Ok(_) => {
+                Ok(_) => {
                     if let Some(fd) = c.status.take() {
                         let _ = epoll::delete(&self.epoll, &fd);
                     }
-                    self.try_reap(index);
-                    return;
+                    return true;
                 }
                 Err(Errno::INTR) => {}
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
     }
@@ -975,7 +1022,9 @@ impl<'c> Runtime<'c> {
     /// clean up, and restart it if its policy says so.
     #[inline(never)]
     fn finish(&mut self, index: usize, init_status: ExitStatus) {
-        // Drain what is left in the pipes (at most their capacity): the last words count.
+        // Init's last reports may still be in its pipe (SIGCHLD can come first), and what
+        // is left in the output pipes (at most their capacity): the last words count.
+        self.drain_reports(index);
         for stream in 0..2 {
             self.read_output(index, stream, 1 << 20);
         }
@@ -992,10 +1041,16 @@ impl<'c> Runtime<'c> {
         c.pidfd = None;
         c.kill_at = None;
         let (name, version) = (c.name.clone(), c.version);
-        let mut oom = false;
+        // An OOM kill the watch has not reported yet (the last one often ends the app).
+        let oom = c
+            .memory_events
+            .as_ref()
+            .is_some_and(|events| cgroup::oom_kills(events) > c.oom_kills);
+        if let Some(events) = c.memory_events.take() {
+            let _ = epoll::delete(&self.epoll, &events);
+        }
         if c.cgroup {
             if let Some(root) = root {
-                oom = cgroup::oom_kills(root, &name) > 0;
                 cgroup::kill(root, &name);
                 let _ = cgroup::remove(root, &name);
             }

@@ -225,11 +225,12 @@ fn prctl_int(option: usize, arg2: usize, arg3: usize) -> Result<(), Errno> {
 
 /// `prctl(PR_CAPBSET_DROP, cap)`: the capability can never come back, not even through
 /// a set-uid program. Needs `CAP_SETPCAP`, so it is done before the uid changes.
-pub fn drop_bounding_capability(cap: u32) -> Result<(), Errno> {
+/// `Ok(false)` when this kernel does not know `cap` (so it is in no set either).
+pub fn drop_bounding_capability(cap: u32) -> Result<bool, Errno> {
     match prctl_int(PR_CAPBSET_DROP, cap as usize, 0) {
-        // A capability this kernel does not know is not in its bounding set either.
-        Err(Errno::INVAL) => Ok(()),
-        other => other,
+        Ok(()) => Ok(true),
+        Err(Errno::INVAL) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

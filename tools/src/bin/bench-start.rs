@@ -3,7 +3,7 @@
 //! and the private memory of a running container's init. Driven by
 //! `tools/bench-containers.sh`, which sets up a runtime with the probe installed.
 //!
-//! Usage: bench-start SOCKET PACKAGE PROBE RUNS PAUSE_MS
+//! Usage: bench-start SOCKET PACKAGE PROBE RUNS PAUSE_MS RUNTIME_PID
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -115,8 +115,8 @@ fn ms(d: Duration) -> String {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [socket, package, probe, runs, pause_ms] = &args[..] else {
-        bail!("usage: bench-start SOCKET PACKAGE PROBE RUNS PAUSE_MS");
+    let [socket, package, probe, runs, pause_ms, runtime_pid] = &args[..] else {
+        bail!("usage: bench-start SOCKET PACKAGE PROBE RUNS PAUSE_MS RUNTIME_PID");
     };
     let runs: usize = runs.parse()?;
     let pause = Duration::from_millis(pause_ms.parse()?);
@@ -181,11 +181,16 @@ fn main() -> Result<()> {
         args: Some(pause_args),
         env: heapless::Vec::new(),
     })?;
-    let pid = console.wait(|m| match m {
-        Message::Notification(Notification::Started { pid, .. }) => Some(*pid),
-        _ => None,
-    })?;
-    console.wait_for(Wanted::Reply(id)).ok();
+    console.wait_for(Wanted::Reply(id))?;
+    // The notification's pid is in the runtime's PID namespace; on this host the init is
+    // the runtime's only child.
+    let children = format!("/proc/{runtime_pid}/task/{runtime_pid}/children");
+    let pid = std::fs::read_to_string(&children)
+        .with_context(|| children.clone())?
+        .split_whitespace()
+        .next()
+        .context("the runtime has no child")?
+        .to_string();
     // Let the runtime go on with its life (its writes make init's copies private).
     std::thread::sleep(Duration::from_millis(200));
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;

@@ -2,15 +2,16 @@
 //! given init, streaming the serial console and exiting with the guest's verdict.
 //!
 //! The guest reports its result by printing `nanostar-verdict: pass` (or
-//! `nanostar-verdict: fail REASON`) on the console, then powering off.
+//! `nanostar-verdict: fail REASON`) on the console, then powering off; with
+//! `--poweroff-ok` a clean power-off alone passes (the runtime as PID 1 prints no verdict).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use nanostar_tools::board::{self, Board, BootFiles, Hvc, Outcome};
+use nanostar_tools::board::{self, Board, BootSpec, Hvc, Outcome, RunOptions};
 use nanostar_tools::output::write_atomically;
 
 #[derive(Parser)]
@@ -20,10 +21,10 @@ use nanostar_tools::output::write_atomically;
     about = "Build a QEMU board's kernel and boot it with a given init",
     after_help = "BOARD is a folder under board/ (qemu-armv7, qemu-aarch64) or a path to one; \
 set NANOSTAR_BOARD_DIR to use another board/ folder.\n\n\
-Exit codes of `boot`: 0 pass (verdict `pass`, power-off, every --expect seen); 1 error \
-(kernel build, QEMU missing or failing, bad input); 2 bad command line; 3 the guest printed \
-`nanostar-verdict: fail`; 4 kernel panic; 5 timeout (QEMU killed); 6 QEMU exited without a \
-verdict; 7 an --expect text never appeared."
+Exit codes of `boot`: 0 pass (verdict `pass`, or with --poweroff-ok a clean power-off; \
+every --expect seen); 1 error (kernel build, QEMU missing or failing, bad input); 2 bad \
+command line; 3 the guest printed `nanostar-verdict: fail`; 4 kernel panic; 5 timeout (QEMU \
+killed); 6 QEMU exited without a verdict; 7 an --expect text never appeared."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,13 +46,23 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make a data disk image: a sparse file formatted ext4 (mkfs.ext4, e2fsprogs).
+    Disk {
+        /// The image to write (replaced if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Size in MiB.
+        #[arg(long, default_value_t = 64)]
+        size: u64,
+    },
     /// Boot the board in QEMU and judge the guest's verdict.
     Boot {
         /// The board.
         board: String,
         #[command(flatten)]
         contents: Contents,
-        /// Raw image for the virtio data disk (/dev/vda); default: a fresh empty 64 MiB one.
+        /// Raw image for the virtio data disk (/dev/vda); default: a fresh 64 MiB one
+        /// formatted ext4 (needs mkfs.ext4, from e2fsprogs).
         #[arg(long)]
         disk: Option<PathBuf>,
         /// Where the virtio console (/dev/hvc0) goes: socket:PATH (QEMU listens),
@@ -70,6 +81,13 @@ enum Command {
         /// Use this kernel image instead of building the board's.
         #[arg(long)]
         kernel: Option<PathBuf>,
+        /// A clean power-off ("reboot: Power down", QEMU exits 0) passes without a verdict
+        /// line: for an init that prints none, like the nanostar runtime as PID 1.
+        #[arg(long)]
+        poweroff_ok: bool,
+        /// Start each console line with the host's time since QEMU's start (+1.234s).
+        #[arg(long)]
+        timestamps: bool,
     },
 }
 
@@ -123,6 +141,11 @@ fn run(command: Command) -> Result<u8> {
             );
             Ok(0)
         }
+        Command::Disk { out, size } => {
+            board::make_data_disk(&out, size << 20)?;
+            eprintln!("nanostar-board: wrote {} ({size} MiB, ext4)", out.display());
+            Ok(0)
+        }
         Command::Boot {
             board,
             contents,
@@ -132,50 +155,31 @@ fn run(command: Command) -> Result<u8> {
             expect,
             append,
             kernel,
+            poweroff_ok,
+            timestamps,
         } => {
-            // Cheap checks first, before a kernel build that may take minutes.
             let board = Board::load(&board)?;
-            board.check_program(&contents.init)?;
-            let work = WorkDir::new()?;
-            let initrd = work.path().join("initramfs.cpio");
-            std::fs::write(&initrd, board::initramfs(&contents.init, &contents.files)?)
-                .with_context(|| format!("cannot write {}", initrd.display()))?;
-            let disk = match disk {
-                Some(d) if d.is_file() => d,
-                Some(d) => bail!("disk image {} does not exist", d.display()),
-                None => {
-                    let d = work.path().join("disk.img");
-                    std::fs::File::create(&d)
-                        .and_then(|f| f.set_len(64 << 20))
-                        .with_context(|| format!("cannot create {}", d.display()))?;
-                    d
-                }
+            let spec = BootSpec {
+                init: contents.init,
+                files: contents.files,
+                disk,
+                hvc,
+                append,
+                kernel,
             };
-            let kernel = match kernel {
-                Some(k) if k.is_file() => k,
-                Some(k) => bail!("kernel {} does not exist", k.display()),
-                None => board.build_kernel()?,
-            };
-            // After the kernel build, which installs QEMU when it can.
-            board.check_qemu()?;
-            let cmd = board.qemu_command(&BootFiles {
-                kernel: &kernel,
-                initrd: &initrd,
-                disk: &disk,
-                hvc: &hvc,
-                append: &append,
-            })?;
+            let boot = board.prepare(&spec)?;
             eprintln!(
                 "nanostar-board: booting {} ({}), timeout {timeout} s",
                 board.name,
-                kernel.display()
+                boot.kernel.display()
             );
-            let report = board::run(
-                cmd,
-                Duration::from_secs(timeout),
-                &expect,
-                Box::new(std::io::stdout()),
-            )?;
+            let options = RunOptions {
+                timeout: Duration::from_secs(timeout),
+                expect,
+                poweroff_ok,
+                timestamps,
+            };
+            let report = boot.run(&options, Box::new(std::io::stdout()))?;
             let secs = report.elapsed.as_secs_f64();
             match &report.outcome {
                 Outcome::Pass => eprintln!("nanostar-board: {}: pass ({secs:.2} s)", board.name),
@@ -187,31 +191,5 @@ fn run(command: Command) -> Result<u8> {
             }
             Ok(report.outcome.exit_code())
         }
-    }
-}
-
-/// A private temporary folder for one boot (initramfs, default disk), removed at the end.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new() -> Result<WorkDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("nanostar-board-{}-{nanos:08x}", std::process::id()));
-        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(WorkDir(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
