@@ -1,8 +1,12 @@
-//! The runtime's one event loop (DESIGN.md decision 2): the console socket and its clients,
-//! signals through a `signalfd`, and install deadlines, on one epoll set. Nothing blocks:
-//! every descriptor is non-blocking, an install is written chunk by chunk as frames arrive,
-//! and a client that does not read its replies is dropped rather than allowed to stall the
-//! loop or grow memory.
+//! The runtime's one event loop (DESIGN.md decision 2): the console socket and its clients
+//! (and the console device, when configured), signals through a `signalfd` (SIGCHLD reaps
+//! containers), containers' report and output pipes, install deadlines and container
+//! timers, on one epoll set. Nothing blocks: every descriptor is non-blocking, an install
+//! is written chunk by chunk as frames arrive, a container start forks and returns (its
+//! reply goes out when the container's init reports), and a client that does not read its
+//! replies is dropped rather than allowed to stall the loop or grow memory.
+//!
+//! `containers` holds the container requests and events.
 
 use core::ffi::CStr;
 use core::fmt::Write as _;

@@ -320,6 +320,8 @@ type = "persist"
 type = "bind"
 host = "HOST"
 options = ["nosuid", "nodev"]
+[mounts."/sys"]
+type = "sysfs"
 "#;
 
 #[test]
@@ -411,9 +413,10 @@ fn the_app_sees_its_own_isolated_world() {
     let bind = mount("/host");
     assert!(bind.contains(" ro,nosuid,nodev"), "{bind}");
     assert!(mount("/dev").starts_with("/dev tmpfs ro,nosuid,noexec"));
+    assert!(mount("/sys").starts_with("/sys sysfs ro,nosuid,nodev,noexec"));
     let count = report.lines().filter(|l| l.starts_with("mount ")).count();
     assert_eq!(
-        count, 6,
+        count, 7,
         "nothing of the host's mounts is visible:\n{report}"
     );
     assert!(report.contains("from the host"));

@@ -106,7 +106,7 @@ fn write_all(fd: BorrowedFd, mut bytes: &[u8]) -> Result<(), Errno> {
 /// Moves the descriptors init needs to 3..=7 and closes every other one of the
 /// runtime's (its socket, its clients, other containers' pipes).
 fn take_descriptors(launch: &Launch) -> Result<(), Errno> {
-    let mut wanted = [
+    let wanted = [
         (Some(launch.status), STATUS_FD),
         (Some(launch.stdout), STDOUT_FD),
         (Some(launch.stderr), STDERR_FD),
@@ -115,9 +115,9 @@ fn take_descriptors(launch: &Launch) -> Result<(), Errno> {
     ];
     // First above everything, so moving one into place never closes another.
     let mut high = [None, None, None, None, None];
-    for (slot, (fd, _)) in high.iter_mut().zip(wanted.iter_mut()) {
+    for (slot, (fd, _)) in high.iter_mut().zip(wanted.iter()) {
         if let Some(fd) = fd {
-            *slot = Some(rustix::io::fcntl_dupfd_cloexec(*fd, HIGH_FD)?);
+            *slot = Some(rustix::io::fcntl_dupfd_cloexec(fd, HIGH_FD)?);
         }
     }
     for (fd, (_, target)) in high.iter().zip(wanted.iter()) {
@@ -128,7 +128,12 @@ fn take_descriptors(launch: &Launch) -> Result<(), Errno> {
     // The `high` copies are closed by this too; they are never dropped (init never
     // returns), so nothing closes their numbers twice.
     core::mem::forget(high);
-    process::close_from(NETNS_FD as u32 + 1)
+    process::close_from(NETNS_FD as u32 + 1)?;
+    // Nor does init keep the runtime's own standard streams (the board's console).
+    let null = fixed_fd(NULL_FD);
+    rustix::stdio::dup2_stdin(null)?;
+    rustix::stdio::dup2_stdout(null)?;
+    rustix::stdio::dup2_stderr(null)
 }
 
 type Failure = (SetupStep, Errno);
@@ -171,7 +176,7 @@ fn setup(launch: &Launch) -> Result<Pid, Failure> {
     start_app(launch)
 }
 
-/// `ROOT` + `inner` as a C string in `buf`.
+/// The concatenation of `parts` as a C string in `buf`.
 fn join<'b>(parts: &[&str], buf: &'b mut [u8; 2 * MAX_PATH_LEN + 2]) -> Result<&'b CStr, Errno> {
     let mut len = 0;
     for part in parts {

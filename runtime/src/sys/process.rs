@@ -100,20 +100,8 @@ pub fn spawn(flags: CloneFlags, cgroup: Option<&impl AsFd>) -> Result<Forked, Er
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = dir.as_fd().as_raw_fd() as u64;
     }
-    // SAFETY: clone3 reads `size` bytes of `args` and writes the pidfd into `pidfd`, both
-    // valid locals. Without CLONE_VM the child runs on its own copy of this stack, so
-    // returning from here in both processes is sound (fork semantics); the process has
-    // one thread, so no lock or buffer can be caught half-updated by the copy.
-    let r = unsafe {
-        raw4(
-            CLONE3,
-            &mut args as *mut CloneArgs as usize,
-            core::mem::size_of::<CloneArgs>(),
-            0,
-            0,
-        )
-    };
-    match result(r)? {
+    let r = clone3(&mut args)?;
+    match r {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(Child {
             pid: pid as u32,
@@ -131,20 +119,29 @@ pub fn fork() -> Result<Option<u32>, Errno> {
         exit_signal: SIGCHLD,
         ..CloneArgs::default()
     };
-    // SAFETY: as in `spawn`: valid arguments, fork semantics, a single thread.
+    match clone3(&mut args)? {
+        0 => Ok(None),
+        pid => Ok(Some(pid as u32)),
+    }
+}
+
+/// `clone3(args)`: the child's pid in the parent, 0 in the child.
+fn clone3(args: &mut CloneArgs) -> Result<usize, Errno> {
+    // SAFETY: clone3 reads `size` bytes of `args` and writes only where its pointers say
+    // (the pidfd into the caller's local). Without CLONE_VM the child runs on its own copy
+    // of this stack, so returning from here in both processes is sound (fork semantics);
+    // the process has one thread, so no lock or buffer can be caught half-updated by the
+    // copy.
     let r = unsafe {
         raw4(
             CLONE3,
-            &mut args as *mut CloneArgs as usize,
+            args as *mut CloneArgs as usize,
             core::mem::size_of::<CloneArgs>(),
             0,
             0,
         )
     };
-    match result(r)? {
-        0 => Ok(None),
-        pid => Ok(Some(pid as u32)),
-    }
+    result(r)
 }
 
 /// `close_range(first, u32::MAX, 0)`: closes every descriptor from `first` up, so nothing

@@ -26,63 +26,39 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// Builds `bin` of `package` for every device target into the tests' own target
+/// directory; returns the binaries' paths.
+fn build_for_devices(package: &str, bin: &str) -> Vec<PathBuf> {
+    let target_dir = workspace().join("target/device-tests");
+    TARGETS
+        .iter()
+        .map(|target| {
+            let out = Command::new(env!("CARGO"))
+                .current_dir(workspace())
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .args(["build", "--release", "-p", package, "--bin", bin, "--target", target])
+                .output()
+                .expect("run cargo");
+            assert!(
+                out.status.success(),
+                "building {bin} for {target} failed (is the target installed? `rustup target add {target}`):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            target_dir.join(target).join("release").join(bin)
+        })
+        .collect()
+}
+
 /// Builds the runtime for every device target once; returns the binaries' paths.
 pub fn device_binaries() -> &'static [PathBuf] {
     static BINARIES: OnceLock<Vec<PathBuf>> = OnceLock::new();
-    BINARIES.get_or_init(|| {
-        let target_dir = workspace().join("target/device-tests");
-        TARGETS
-            .iter()
-            .map(|target| {
-                let out = Command::new(env!("CARGO"))
-                    .current_dir(workspace())
-                    .env("CARGO_TARGET_DIR", &target_dir)
-                    .args(["build", "--release", "-p", "nanostar", "--bin", "nanostar", "--target", target])
-                    .output()
-                    .expect("run cargo");
-                assert!(
-                    out.status.success(),
-                    "building for {target} failed (is the target installed? `rustup target add {target}`):\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                target_dir.join(target).join("release/nanostar")
-            })
-            .collect()
-    })
+    BINARIES.get_or_init(|| build_for_devices("nanostar", "nanostar"))
 }
 
 /// Builds the test container program (`tests/probe`) for every device target once.
 pub fn probe_binaries() -> &'static [PathBuf] {
     static BINARIES: OnceLock<Vec<PathBuf>> = OnceLock::new();
-    BINARIES.get_or_init(|| {
-        let target_dir = workspace().join("target/device-tests");
-        TARGETS
-            .iter()
-            .map(|target| {
-                let out = Command::new(env!("CARGO"))
-                    .current_dir(workspace())
-                    .env("CARGO_TARGET_DIR", &target_dir)
-                    .args([
-                        "build",
-                        "--release",
-                        "-p",
-                        "nanostar-probe",
-                        "--bin",
-                        "probe",
-                        "--target",
-                        target,
-                    ])
-                    .output()
-                    .expect("run cargo");
-                assert!(
-                    out.status.success(),
-                    "building the probe for {target} failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                target_dir.join(target).join("release/probe")
-            })
-            .collect()
-    })
+    BINARIES.get_or_init(|| build_for_devices("nanostar-probe", "probe"))
 }
 
 /// The x86_64 device build, which runs on this host.
