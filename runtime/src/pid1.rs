@@ -5,6 +5,8 @@
 //! container) syncs, unmounts the data disk and powers the machine off. PID 1 must never
 //! exit, so every path ends in a power-off.
 
+use core::ffi::CStr;
+
 use rustix::fs::Mode;
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags};
@@ -15,42 +17,64 @@ use crate::errln;
 /// The configuration PID 1 reads when the kernel starts it without arguments.
 pub const DEFAULT_CONFIG: &str = "/etc/nanostar.conf";
 
-/// The file systems every board needs, in order: (source, target, type, flags, data).
-const BASE_MOUNTS: [(
-    &core::ffi::CStr,
-    &core::ffi::CStr,
-    &core::ffi::CStr,
-    u32,
-    &core::ffi::CStr,
-); 6] = [
-    (c"devtmpfs", c"/dev", c"devtmpfs", NOSUID, c"mode=0755"),
-    (c"proc", c"/proc", c"proc", NOSUID | NODEV | NOEXEC, c""),
-    (c"sysfs", c"/sys", c"sysfs", NOSUID | NODEV | NOEXEC, c""),
-    (
-        c"cgroup2",
-        c"/sys/fs/cgroup",
-        c"cgroup2",
-        NOSUID | NODEV | NOEXEC,
-        c"",
-    ),
-    (
-        c"tmpfs",
-        c"/run",
-        c"tmpfs",
-        NOSUID | NODEV,
-        c"mode=0755,size=8m",
-    ),
-    (
-        c"tmpfs",
-        c"/tmp",
-        c"tmpfs",
-        NOSUID | NODEV,
-        c"mode=1777,size=8m",
-    ),
+/// A file system every board needs.
+struct BaseMount {
+    source: &'static CStr,
+    target: &'static CStr,
+    fstype: &'static CStr,
+    flags: MountFlags,
+    data: &'static CStr,
+}
+
+const HARDENED: MountFlags = MountFlags::NOSUID
+    .union(MountFlags::NODEV)
+    .union(MountFlags::NOEXEC);
+
+/// In mount order (`/sys/fs/cgroup` lives in `/sys`).
+const BASE_MOUNTS: [BaseMount; 6] = [
+    BaseMount {
+        source: c"devtmpfs",
+        target: c"/dev",
+        fstype: c"devtmpfs",
+        flags: MountFlags::NOSUID,
+        data: c"mode=0755",
+    },
+    BaseMount {
+        source: c"proc",
+        target: c"/proc",
+        fstype: c"proc",
+        flags: HARDENED,
+        data: c"",
+    },
+    BaseMount {
+        source: c"sysfs",
+        target: c"/sys",
+        fstype: c"sysfs",
+        flags: HARDENED,
+        data: c"",
+    },
+    BaseMount {
+        source: c"cgroup2",
+        target: c"/sys/fs/cgroup",
+        fstype: c"cgroup2",
+        flags: HARDENED,
+        data: c"",
+    },
+    BaseMount {
+        source: c"tmpfs",
+        target: c"/run",
+        fstype: c"tmpfs",
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
+        data: c"mode=0755,size=8m",
+    },
+    BaseMount {
+        source: c"tmpfs",
+        target: c"/tmp",
+        fstype: c"tmpfs",
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
+        data: c"mode=1777,size=8m",
+    },
 ];
-const NOSUID: u32 = MountFlags::NOSUID.bits();
-const NODEV: u32 = MountFlags::NODEV.bits();
-const NOEXEC: u32 = MountFlags::NOEXEC.bits();
 
 /// Runs the board: never returns.
 pub fn run(config_path: &str) -> ! {
@@ -60,15 +84,10 @@ pub fn run(config_path: &str) -> ! {
             crate::fs::errno_text(e)
         );
     }
-    for (source, target, fstype, flags, data) in BASE_MOUNTS {
+    for m in BASE_MOUNTS {
+        let target = m.target;
         let _ = rustix::fs::mkdir(target, Mode::from_raw_mode(0o755));
-        match rustix::mount::mount(
-            source,
-            target,
-            fstype,
-            MountFlags::from_bits_retain(flags),
-            data,
-        ) {
+        match rustix::mount::mount(m.source, target, m.fstype, m.flags, m.data) {
             Ok(()) | Err(Errno::BUSY) => {}
             Err(e) => errln!(
                 "nanostar: cannot mount {}: {}",
