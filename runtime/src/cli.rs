@@ -157,6 +157,19 @@ fn check_config(path: &[u8]) -> u8 {
         cfg.limits.max_clients,
         cfg.limits.install_timeout_ms
     );
+    if let Some(root) = cfg.cgroup {
+        outln!("  containers' cgroups under {root}");
+    }
+    if let Some(device) = cfg.console_device {
+        outln!("  console also on {device}");
+    }
+    if let Some(device) = cfg.data_device {
+        outln!(
+            "  as PID 1: data disk {device} ({}) at {}",
+            cfg.data_fstype,
+            cfg.data_mount
+        );
+    }
     let mut packages = Packages::new();
     let mut scratch = [0u8; repository::SCRATCH_LEN];
     for (index, (repo, keys)) in cfg.repositories.iter().zip(&all_keys).enumerate() {
