@@ -8,7 +8,8 @@
 //! - [`cgroup`]: the container's cgroup v2 directory and limits.
 //!
 //! Init talks to the runtime through a pipe of fixed 8-byte [`Report`]s, so the runtime's
-//! loop never blocks on a container and needs no parsing.
+//! loop never blocks on a container and needs no parsing; the app, before its `execve`,
+//! through a second one that simply ends when the `execve` succeeds.
 
 pub mod cgroup;
 pub mod init;
@@ -19,18 +20,16 @@ use nanostar_protocol::console::{ExitStatus, SetupStep};
 /// Bytes of one [`Report`] on the status pipe (below `PIPE_BUF`: written atomically).
 pub const REPORT_LEN: usize = 8;
 
-/// What a container's init tells the runtime.
+/// What a container's init (on the status pipe) or its app before `execve` (on the exec
+/// pipe) tells the runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
-    /// The app's `execve` succeeded: the container runs.
-    Running,
-    /// Setup failed at this step with this errno; init exits.
+    /// Setup failed at this step with this errno; init, or the app, exits.
     Failed(SetupStep, u16),
     /// The app ended; init exits.
     Exited(ExitStatus),
 }
 
-const RUNNING: u8 = 1;
 const FAILED: u8 = 2;
 const EXITED: u8 = 3;
 const SIGNALED: u8 = 4;
@@ -39,7 +38,6 @@ impl Report {
     /// The 8 bytes on the pipe: kind, two step bytes, a pad byte, a little-endian value.
     pub fn encode(&self) -> [u8; REPORT_LEN] {
         let (kind, step, value) = match *self {
-            Report::Running => (RUNNING, [0, 0], 0u32),
             Report::Failed(step, errno) => (FAILED, encode_step(step), u32::from(errno)),
             Report::Exited(ExitStatus::Code(code)) => (EXITED, [0, 0], code as u32),
             Report::Exited(ExitStatus::Signal(signal)) => (SIGNALED, [0, 0], u32::from(signal)),
@@ -52,7 +50,6 @@ impl Report {
     pub fn decode(bytes: &[u8; REPORT_LEN]) -> Option<Report> {
         let value = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
         match bytes[0] {
-            RUNNING => Some(Report::Running),
             FAILED => Some(Report::Failed(
                 decode_step(bytes[1], bytes[2])?,
                 u16::try_from(value).ok()?,
@@ -134,7 +131,6 @@ mod tests {
             SetupStep::Exec,
         ];
         let mut reports = std::vec![
-            Report::Running,
             Report::Exited(ExitStatus::Code(0)),
             Report::Exited(ExitStatus::Code(255)),
             Report::Exited(ExitStatus::Code(-1)),

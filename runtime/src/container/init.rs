@@ -4,8 +4,8 @@
 //! it needs was prepared by the runtime before the fork ([`Launch`]) and is read from its
 //! own copy of the runtime's memory. Its steps: take its descriptors, die with the
 //! runtime, join or keep the network namespace, set the host name, mount, `pivot_root`
-//! and detach the old root, turn non-dumpable, fork the app, report, then reap and
-//! forward signals until the app ends.
+//! and detach the old root, turn non-dumpable, fork the app, then reap and forward
+//! signals until the app ends, and report how it ended.
 //!
 //! The app's steps before `execve`: standard descriptors, rlimits (while still root, so
 //! a hard limit may be raised), the capability bounding set, groups, gid, uid, the kept
@@ -21,13 +21,13 @@ use nanostar_protocol::console::{ExitStatus, SetupStep};
 use nanostar_protocol::npk::manifest::{Manifest, MountFlags as Flags, MountKind, Network};
 use nanostar_protocol::version::Version;
 use rustix::event::{PollFd, PollFlags};
-use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fd::BorrowedFd;
 use rustix::fs::{FileType, Mode};
 use rustix::io::Errno;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::process::{Pid, Signal, WaitOptions};
 
-use super::{REPORT_LEN, Report};
+use super::Report;
 use crate::limits::{MAX_MOUNTS, MAX_PATH_LEN};
 use crate::sys::process::{self, Exec, fixed_fd};
 use crate::sys::signals::{self, SignalSet};
@@ -38,7 +38,8 @@ const STDOUT_FD: i32 = 4;
 const STDERR_FD: i32 = 5;
 const NULL_FD: i32 = 6;
 const NETNS_FD: i32 = 7;
-/// Descriptors are first copied at or above this, out of the way of 3..=7.
+const EXEC_REPORT_FD: i32 = 8;
+/// Descriptors are first copied at or above this, out of the way of 3..=8.
 const HIGH_FD: i32 = 16;
 
 const SIGCHLD: u32 = 17;
@@ -63,6 +64,10 @@ pub struct Launch<'a> {
     pub exec: &'a Exec,
     /// Status pipe (write end) to the runtime.
     pub status: BorrowedFd<'a>,
+    /// The exec pipe (write end), straight from the app to the runtime: it ends without a
+    /// report when the app's `execve` succeeded (close-on-exec), or carries the report of
+    /// why the app's setup failed. The runtime learns "running" without waiting for init.
+    pub exec_report: BorrowedFd<'a>,
     /// The app's stdout and stderr (pipes to the runtime, or /dev/null).
     pub stdout: BorrowedFd<'a>,
     /// See `stdout`.
@@ -103,7 +108,7 @@ fn write_all(fd: BorrowedFd, mut bytes: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Moves the descriptors init needs to 3..=7 and closes every other one of the
+/// Moves the descriptors init needs to 3..=8 and closes every other one of the
 /// runtime's (its socket, its clients, other containers' pipes).
 fn take_descriptors(launch: &Launch) -> Result<(), Errno> {
     let wanted = [
@@ -112,9 +117,10 @@ fn take_descriptors(launch: &Launch) -> Result<(), Errno> {
         (Some(launch.stderr), STDERR_FD),
         (Some(launch.null), NULL_FD),
         (launch.netns, NETNS_FD),
+        (Some(launch.exec_report), EXEC_REPORT_FD),
     ];
     // First above everything, so moving one into place never closes another.
-    let mut high = [None, None, None, None, None];
+    let mut high = [None, None, None, None, None, None];
     for (slot, (fd, _)) in high.iter_mut().zip(wanted.iter()) {
         if let Some(fd) = fd {
             *slot = Some(rustix::io::fcntl_dupfd_cloexec(fd, HIGH_FD)?);
@@ -128,7 +134,7 @@ fn take_descriptors(launch: &Launch) -> Result<(), Errno> {
     // The `high` copies are closed by this too; they are never dropped (init never
     // returns), so nothing closes their numbers twice.
     core::mem::forget(high);
-    process::close_from(NETNS_FD as u32 + 1)?;
+    process::close_from(EXEC_REPORT_FD as u32 + 1)?;
     // Nor does init keep the runtime's own standard streams (the board's console).
     let null = fixed_fd(NULL_FD);
     rustix::stdio::dup2_stdin(null)?;
@@ -324,44 +330,23 @@ fn pivot(root: &str) -> Result<(), Errno> {
     rustix::process::chdir(c"/")
 }
 
-/// Forks the app and waits until its `execve` succeeded or its setup failed: an exec
-/// pipe whose write end closes on `execve` (`O_CLOEXEC`) tells which.
+/// Forks the app. Whether its `execve` succeeded goes from the app to the runtime
+/// directly, through the exec pipe: init only lets go of its copy.
 fn start_app(launch: &Launch) -> Result<Pid, Failure> {
-    let (exec_read, exec_write) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(at(SetupStep::Fork))?;
     let Some(pid) = process::fork().map_err(at(SetupStep::Fork))? else {
         let (step, errno) = match app(launch) {
             Err(failure) => failure,
             Ok(never) => match never {},
         };
         let _ = write_all(
-            exec_write.as_fd(),
+            fixed_fd(EXEC_REPORT_FD),
             &Report::Failed(step, errno.raw_os_error() as u16).encode(),
         );
         process::exit(APP_SETUP_FAILED);
     };
-    drop(exec_write);
-    let pid = Pid::from_raw(pid as i32).ok_or((SetupStep::Fork, Errno::SRCH))?;
-    let mut record = [0u8; REPORT_LEN];
-    let mut got = 0;
-    while got < REPORT_LEN {
-        match rustix::io::read(&exec_read, &mut record[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::INTR) => {}
-            Err(e) => return Err((SetupStep::Fork, e)),
-        }
-    }
-    if got == REPORT_LEN {
-        // The app failed before `execve` and exits 127: reap it, pass its reason on.
-        let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
-        return Err(match Report::decode(&record) {
-            Some(Report::Failed(step, errno)) => (step, Errno::from_raw_os_error(errno.into())),
-            _ => (SetupStep::Exec, Errno::IO),
-        });
-    }
-    report(Report::Running);
-    Ok(pid)
+    // The pipe must end with the app's `execve`, not with init.
+    process::close_from(EXEC_REPORT_FD as u32).map_err(at(SetupStep::Fork))?;
+    Pid::from_raw(pid as i32).ok_or((SetupStep::Fork, Errno::SRCH))
 }
 
 /// The app's side: returns only with the step that failed.
@@ -371,8 +356,8 @@ fn app(launch: &Launch) -> Result<core::convert::Infallible, Failure> {
     rustix::stdio::dup2_stdin(fixed_fd(NULL_FD)).map_err(&stdio)?;
     rustix::stdio::dup2_stdout(fixed_fd(STDOUT_FD)).map_err(&stdio)?;
     rustix::stdio::dup2_stderr(fixed_fd(STDERR_FD)).map_err(&stdio)?;
-    // Init's own descriptors (3..=7) and the exec pipe are close-on-exec: the app
-    // starts with 0, 1 and 2 only.
+    // Init's own descriptors (3..=8, the exec pipe among them) are close-on-exec: the
+    // app starts with 0, 1 and 2 only.
     for (index, limit) in m.rlimits.iter().enumerate() {
         let resource = rlimit_resource(limit.resource.number());
         let value = rustix::process::Rlimit {

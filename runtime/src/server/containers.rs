@@ -41,9 +41,11 @@ const KIND_STATUS: u64 = 0;
 const KIND_STDOUT: u64 = 1;
 const KIND_STDERR: u64 = 2;
 const KIND_MEMORY_EVENTS: u64 = 3;
+const KIND_EXEC: u64 = 4;
+const KIND_BITS: u32 = 3;
 
 fn token(index: usize, kind: u64) -> u64 {
-    TOKEN_CONTAINER | (index as u64) << 2 | kind
+    TOKEN_CONTAINER | (index as u64) << KIND_BITS | kind
 }
 
 /// Stop requests that may wait for one container at once.
@@ -126,6 +128,8 @@ struct Container {
     pidfd: Option<OwnedFd>,
     /// Init's report pipe (read end).
     status: Option<OwnedFd>,
+    /// The exec pipe (read end): ends when the app's `execve` succeeded.
+    exec_report: Option<OwnedFd>,
     /// stdout and stderr pipes (read ends), when they go to the log.
     outputs: [Option<OwnedFd>; 2],
     /// Whether each output is also copied to /dev/kmsg.
@@ -527,6 +531,7 @@ impl<'c> Runtime<'c> {
             Ok::<_, Errno>((read, write))
         };
         let (status_read, status_write) = pipe().map_err(prepare_error)?;
+        let (exec_read, exec_write) = pipe().map_err(prepare_error)?;
         let mut outputs: [Option<OwnedFd>; 2] = [None, None];
         let mut writers: [Option<OwnedFd>; 2] = [None, None];
         let io = manifest.io;
@@ -572,6 +577,7 @@ impl<'c> Runtime<'c> {
             resources,
             exec: self.exec,
             status: status_write.as_fd(),
+            exec_report: exec_write.as_fd(),
             stdout: writers[0].as_ref().map_or(null, |w| w.as_fd()),
             stderr: writers[stderr_writer].as_ref().map_or(null, |w| w.as_fd()),
             null,
@@ -588,12 +594,19 @@ impl<'c> Runtime<'c> {
             }
         };
         drop(status_write);
+        drop(exec_write);
         drop(writers);
         let epoll_fd = &self.epoll;
         let _ = epoll::add(
             epoll_fd,
             &status_read,
             epoll::EventData::new_u64(token(index, KIND_STATUS)),
+            epoll::EventFlags::IN | epoll::EventFlags::HUP,
+        );
+        let _ = epoll::add(
+            epoll_fd,
+            &exec_read,
+            epoll::EventData::new_u64(token(index, KIND_EXEC)),
             epoll::EventFlags::IN | epoll::EventFlags::HUP,
         );
         for (kind, output) in [(KIND_STDOUT, &outputs[0]), (KIND_STDERR, &outputs[1])] {
@@ -627,6 +640,7 @@ impl<'c> Runtime<'c> {
             pid: child.pid,
             pidfd: Some(child.pidfd),
             status: Some(status_read),
+            exec_report: Some(exec_read),
             outputs,
             kmsg,
             memory_events: None,
@@ -835,14 +849,17 @@ impl<'c> Runtime<'c> {
 
     /// Something happened on a container's descriptor.
     pub(super) fn container_event(&mut self, token: u64) {
-        let index = ((token & !TOKEN_CONTAINER) >> 2) as usize;
+        let index = ((token & !TOKEN_CONTAINER) >> KIND_BITS) as usize;
         if index >= MAX_CONTAINERS {
             return;
         }
-        match token & 3 {
+        match token & ((1 << KIND_BITS) - 1) {
             KIND_STATUS => self.read_reports(index),
+            KIND_STDOUT => self.read_output(index, 0, LOG_READ_SLICE),
+            KIND_STDERR => self.read_output(index, 1, LOG_READ_SLICE),
             KIND_MEMORY_EVENTS => self.check_oom(index),
-            kind => self.read_output(index, (kind - 1) as usize, LOG_READ_SLICE),
+            KIND_EXEC => self.exec_event(index),
+            _ => {}
         }
     }
 
@@ -943,7 +960,6 @@ impl<'c> Runtime<'c> {
             let mut record = [0u8; REPORT_LEN];
             match rustix::io::read(fd, &mut record) {
                 Ok(REPORT_LEN) => match Report::decode(&record) {
-                    Some(Report::Running) => self.running(index),
                     Some(Report::Failed(step, errno)) => c.failed = Some((step, errno)),
                     Some(Report::Exited(status)) => c.reported = Some(status),
                     None => {}
@@ -960,7 +976,53 @@ impl<'c> Runtime<'c> {
         }
     }
 
-    /// Init reported that the app runs.
+    /// The exec pipe: the app's setup failed (a report), or it ended. It ends when the
+    /// app's `execve` succeeded, or when init exits before forking the app, after writing
+    /// its own failure to the status pipe: so that pipe is read before deciding.
+    fn exec_event(&mut self, index: usize) {
+        if !self.drain_exec(index) {
+            return;
+        }
+        self.drain_reports(index);
+        let starting = self
+            .containers
+            .at(index)
+            .is_some_and(|c| c.failed.is_none() && c.state == ContainerState::Starting);
+        if starting {
+            self.running(index);
+        }
+    }
+
+    /// Takes the app's failure report from the exec pipe, if any; `true` once the pipe
+    /// has ended, which also closes it.
+    fn drain_exec(&mut self, index: usize) -> bool {
+        loop {
+            let Some(c) = self.containers.at_mut(index) else {
+                return false;
+            };
+            let Some(fd) = c.exec_report.as_ref() else {
+                return false;
+            };
+            let mut record = [0u8; REPORT_LEN];
+            match rustix::io::read(fd, &mut record) {
+                Ok(REPORT_LEN) => {
+                    if let Some(Report::Failed(step, errno)) = Report::decode(&record) {
+                        c.failed = Some((step, errno));
+                    }
+                }
+                Ok(_) => {
+                    if let Some(fd) = c.exec_report.take() {
+                        let _ = epoll::delete(&self.epoll, &fd);
+                    }
+                    return true;
+                }
+                Err(Errno::INTR) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The app runs (its `execve` succeeded): the start's reply and notification.
     fn running(&mut self, index: usize) {
         let Some(c) = self.containers.at_mut(index) else {
             return;
@@ -1022,8 +1084,12 @@ impl<'c> Runtime<'c> {
     /// clean up, and restart it if its policy says so.
     #[inline(never)]
     fn finish(&mut self, index: usize, init_status: ExitStatus) {
-        // Init's last reports may still be in its pipe (SIGCHLD can come first), and what
-        // is left in the output pipes (at most their capacity): the last words count.
+        // The app's and init's last reports may still be in their pipes (SIGCHLD can
+        // come first), and what is left in the output pipes (at most their capacity):
+        // the last words count.
+        // (An app that ran and ended before its exec pipe's end was read still counts as
+        // started.)
+        self.exec_event(index);
         self.drain_reports(index);
         for stream in 0..2 {
             self.read_output(index, stream, 1 << 20);
@@ -1033,7 +1099,11 @@ impl<'c> Runtime<'c> {
         let Some(c) = self.containers.at_mut(index) else {
             return;
         };
-        for fd in c.outputs.iter_mut().chain(core::iter::once(&mut c.status)) {
+        let pipes = c
+            .outputs
+            .iter_mut()
+            .chain([&mut c.status, &mut c.exec_report]);
+        for fd in pipes {
             if let Some(fd) = fd.take() {
                 let _ = epoll::delete(&self.epoll, &fd);
             }
