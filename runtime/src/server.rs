@@ -153,6 +153,25 @@ struct Client {
 }
 
 impl Client {
+    /// A connection before its handshake.
+    fn new(token: u64, fd: OwnedFd, uid: u32, gid: u32, device: bool) -> Client {
+        Client {
+            token,
+            fd,
+            uid,
+            gid,
+            permissions: None,
+            decoder: FrameDecoder::new([0; MAX_FRAME_LEN]),
+            queue: Vec::new(),
+            subscribed: false,
+            upload: None,
+            passed_fd: None,
+            closing: false,
+            logs: None,
+            device,
+        }
+    }
+
     /// Forgets the session on the console device: handshake, subscription, install,
     /// log reader, queued output.
     fn reset_session(&mut self) {
@@ -493,9 +512,7 @@ impl<'c> Runtime<'c> {
             let Ok((uid, gid)) = crate::sys::peer::peer_credentials(&fd) else {
                 continue;
             };
-            // Tokens below the listener's and the signalfd's, never reused in practice.
-            self.next_token = (self.next_token + 1) % TOKEN_SIGNALS;
-            let slot = self.next_token;
+            let slot = self.new_token();
             let data = epoll::EventData::new_u64(slot);
             if epoll::add(
                 epoll_fd,
@@ -507,23 +524,8 @@ impl<'c> Runtime<'c> {
             {
                 continue;
             }
-            let client = Client {
-                token: slot,
-                fd,
-                uid,
-                gid,
-                permissions: None,
-                decoder: FrameDecoder::new([0; MAX_FRAME_LEN]),
-                queue: Vec::new(),
-                subscribed: false,
-                upload: None,
-                passed_fd: None,
-                closing: false,
-                logs: None,
-                device: false,
-            };
             // Cannot fail: checked for room above.
-            let _ = self.clients.push(client);
+            let _ = self.clients.push(Client::new(slot, fd, uid, gid, false));
         }
     }
 
@@ -549,8 +551,7 @@ impl<'c> Runtime<'c> {
             let _ =
                 rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &termios);
         }
-        self.next_token = (self.next_token + 1) % TOKEN_SIGNALS;
-        let token = self.next_token;
+        let token = self.new_token();
         let added = epoll::add(
             epoll_fd,
             &fd,
@@ -561,22 +562,15 @@ impl<'c> Runtime<'c> {
             errln!("nanostar: console device {path}: cannot serve it");
             return;
         }
-        let _ = self.clients.push(Client {
-            token,
-            fd,
-            uid: 0,
-            gid: 0,
-            permissions: None,
-            decoder: FrameDecoder::new([0; MAX_FRAME_LEN]),
-            queue: Vec::new(),
-            subscribed: false,
-            upload: None,
-            passed_fd: None,
-            closing: false,
-            logs: None,
-            device: true,
-        });
+        let _ = self.clients.push(Client::new(token, fd, 0, 0, true));
         errln!("nanostar: serving the console on {path}");
+    }
+
+    /// An epoll token for a new connection: below the listener's and the signalfd's (and
+    /// the containers' bit), never reused in practice.
+    fn new_token(&mut self) -> u64 {
+        self.next_token = (self.next_token + 1) % TOKEN_CONTAINER;
+        self.next_token
     }
 
     fn client(&mut self, token: u64) -> Option<&mut Client> {

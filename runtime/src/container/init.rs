@@ -18,7 +18,9 @@ use core::fmt::Write as _;
 
 use heapless::String;
 use nanostar_protocol::console::{ExitStatus, SetupStep};
-use nanostar_protocol::npk::manifest::{Manifest, MountFlags as Flags, MountKind, Network};
+use nanostar_protocol::npk::manifest::{
+    Manifest, MountFlags as Flags, MountKind, Network, RlimitResource,
+};
 use nanostar_protocol::version::Version;
 use rustix::event::{PollFd, PollFlags};
 use rustix::fd::BorrowedFd;
@@ -359,7 +361,7 @@ fn app(launch: &Launch) -> Result<core::convert::Infallible, Failure> {
     // Init's own descriptors (3..=8, the exec pipe among them) are close-on-exec: the
     // app starts with 0, 1 and 2 only.
     for (index, limit) in m.rlimits.iter().enumerate() {
-        let resource = rlimit_resource(limit.resource.number());
+        let resource = rlimit_resource(limit.resource);
         let value = rustix::process::Rlimit {
             current: limit.soft,
             maximum: limit.hard,
@@ -413,27 +415,27 @@ fn app(launch: &Launch) -> Result<core::convert::Infallible, Failure> {
     Err((SetupStep::Exec, launch.exec.exec()))
 }
 
-fn rlimit_resource(number: u32) -> rustix::process::Resource {
+/// The `setrlimit` resource of a manifest's rlimit (the same numbering on every target).
+pub fn rlimit_resource(resource: RlimitResource) -> rustix::process::Resource {
     use rustix::process::Resource as R;
-    const BY_NUMBER: [R; 16] = [
-        R::Cpu,
-        R::Fsize,
-        R::Data,
-        R::Stack,
-        R::Core,
-        R::Rss,
-        R::Nproc,
-        R::Nofile,
-        R::Memlock,
-        R::As,
-        R::Locks,
-        R::Sigpending,
-        R::Msgqueue,
-        R::Nice,
-        R::Rtprio,
-        R::Rttime,
-    ];
-    BY_NUMBER[number as usize % BY_NUMBER.len()]
+    match resource {
+        RlimitResource::Cpu => R::Cpu,
+        RlimitResource::Fsize => R::Fsize,
+        RlimitResource::Data => R::Data,
+        RlimitResource::Stack => R::Stack,
+        RlimitResource::Core => R::Core,
+        RlimitResource::Rss => R::Rss,
+        RlimitResource::Nproc => R::Nproc,
+        RlimitResource::Nofile => R::Nofile,
+        RlimitResource::Memlock => R::Memlock,
+        RlimitResource::As => R::As,
+        RlimitResource::Locks => R::Locks,
+        RlimitResource::Sigpending => R::Sigpending,
+        RlimitResource::Msgqueue => R::Msgqueue,
+        RlimitResource::Nice => R::Nice,
+        RlimitResource::Rtprio => R::Rtprio,
+        RlimitResource::Rttime => R::Rttime,
+    }
 }
 
 /// Init's life after the app started: reap every child (orphans are re-parented to

@@ -48,6 +48,15 @@ fn token(index: usize, kind: u64) -> u64 {
     TOKEN_CONTAINER | (index as u64) << KIND_BITS | kind
 }
 
+/// A container's two report pipes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportPipe {
+    /// From init.
+    Status,
+    /// From the app before its `execve`.
+    Exec,
+}
+
 /// Stop requests that may wait for one container at once.
 const MAX_STOP_WAITERS: usize = 4;
 
@@ -950,11 +959,22 @@ impl<'c> Runtime<'c> {
     /// Takes every report init has written; `true` once the pipe has ended (init is gone),
     /// which also closes it.
     fn drain_reports(&mut self, index: usize) -> bool {
+        self.drain_pipe(index, ReportPipe::Status)
+    }
+
+    /// Takes every report waiting on one of a container's report pipes (init's failure
+    /// or the app's end on the status pipe, the app's failure on the exec pipe); `true`
+    /// once the pipe has ended, which also closes it.
+    fn drain_pipe(&mut self, index: usize, pipe: ReportPipe) -> bool {
         loop {
             let Some(c) = self.containers.at_mut(index) else {
                 return false;
             };
-            let Some(fd) = c.status.as_ref() else {
+            let slot = match pipe {
+                ReportPipe::Status => &mut c.status,
+                ReportPipe::Exec => &mut c.exec_report,
+            };
+            let Some(fd) = slot.as_ref() else {
                 return false;
             };
             let mut record = [0u8; REPORT_LEN];
@@ -965,7 +985,7 @@ impl<'c> Runtime<'c> {
                     None => {}
                 },
                 Ok(_) => {
-                    if let Some(fd) = c.status.take() {
+                    if let Some(fd) = slot.take() {
                         let _ = epoll::delete(&self.epoll, &fd);
                     }
                     return true;
@@ -980,7 +1000,7 @@ impl<'c> Runtime<'c> {
     /// app's `execve` succeeded, or when init exits before forking the app, after writing
     /// its own failure to the status pipe: so that pipe is read before deciding.
     fn exec_event(&mut self, index: usize) {
-        if !self.drain_exec(index) {
+        if !self.drain_pipe(index, ReportPipe::Exec) {
             return;
         }
         self.drain_reports(index);
@@ -990,35 +1010,6 @@ impl<'c> Runtime<'c> {
             .is_some_and(|c| c.failed.is_none() && c.state == ContainerState::Starting);
         if starting {
             self.running(index);
-        }
-    }
-
-    /// Takes the app's failure report from the exec pipe, if any; `true` once the pipe
-    /// has ended, which also closes it.
-    fn drain_exec(&mut self, index: usize) -> bool {
-        loop {
-            let Some(c) = self.containers.at_mut(index) else {
-                return false;
-            };
-            let Some(fd) = c.exec_report.as_ref() else {
-                return false;
-            };
-            let mut record = [0u8; REPORT_LEN];
-            match rustix::io::read(fd, &mut record) {
-                Ok(REPORT_LEN) => {
-                    if let Some(Report::Failed(step, errno)) = Report::decode(&record) {
-                        c.failed = Some((step, errno));
-                    }
-                }
-                Ok(_) => {
-                    if let Some(fd) = c.exec_report.take() {
-                        let _ = epoll::delete(&self.epoll, &fd);
-                    }
-                    return true;
-                }
-                Err(Errno::INTR) => {}
-                Err(_) => return false,
-            }
         }
     }
 

@@ -5,6 +5,8 @@
 //! the seccomp mode) from `/proc/self`, printed as `?` (or, for fds and mounts, left out)
 //! when `/proc` is not mounted.
 
+use nanostar::container::init::rlimit_resource;
+use nanostar_protocol::npk::manifest::RlimitResource;
 use rustix::fd::AsRawFd;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -19,25 +21,6 @@ const MAX_FD: i32 = 1024;
 /// The highest capability number tested in the bounding and ambient sets
 /// (`CAP_CHECKPOINT_RESTORE`).
 const LAST_CAP: u32 = 40;
-
-const LIMITS: [(&str, Resource); 16] = [
-    ("cpu", Resource::Cpu),
-    ("fsize", Resource::Fsize),
-    ("data", Resource::Data),
-    ("stack", Resource::Stack),
-    ("core", Resource::Core),
-    ("rss", Resource::Rss),
-    ("nproc", Resource::Nproc),
-    ("nofile", Resource::Nofile),
-    ("memlock", Resource::Memlock),
-    ("as", Resource::As),
-    ("locks", Resource::Locks),
-    ("sigpending", Resource::Sigpending),
-    ("msgqueue", Resource::Msgqueue),
-    ("nice", Resource::Nice),
-    ("rtprio", Resource::Rtprio),
-    ("rttime", Resource::Rttime),
-];
 
 /// Prints the report.
 pub fn report() {
@@ -79,10 +62,12 @@ pub fn report() {
         .bytes(readlink(b"/proc/self/cwd", &mut target))
         .end();
 
-    for (name, resource) in LIMITS {
-        let limit = rustix::process::getrlimit(resource);
+    // The runtime's own table from the manifest's resources to the kernel's: a report
+    // line per resource, named as manifests name them.
+    for resource in RlimitResource::ALL {
+        let limit = rustix::process::getrlimit(rlimit_resource(resource));
         let mut line = Line::out();
-        line.bytes(b"limit ").bytes(name.as_bytes());
+        line.bytes(b"limit ").bytes(resource.name().as_bytes());
         for value in [limit.current, limit.maximum] {
             match value {
                 Some(n) => line.fmt(format_args!(" {n}")),
