@@ -26,12 +26,16 @@ pub use error::{Error, PackageError, SetupStep, Table, Violation};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use message::{
     ContainerInfo, ContainerState, EncodeError, ExitStatus, Hello, Inspected, Message,
-    MessageError, Notification, PackageId, PackageInfo, Reply, Request, VersionMismatch, Welcome,
-    peek_hello_version, peek_request_id,
+    MessageError, Notification, PackageId, PackageInfo, Reply, RepositoryInfo, Request,
+    VersionMismatch, Welcome, peek_hello_version, peek_request_id,
 };
 
 /// The protocol version this build speaks. Bumped by every appended variant or field.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// - 1: the first.
+/// - 2: `Repositories`, `Install` (announced), `TailLogs`; `Ended` and
+///   `Repositories` replies; `GaveUp`; `PackageError::{ArchMismatch, NotAsAnnounced}`.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The oldest client version this build's runtime accepts. A runtime that accepts an
 /// older client answers it only with messages that version knows.

@@ -40,6 +40,8 @@ pub const MAX_MANIFEST_LEN: usize = 16 * 1024;
 pub const MAX_SECCOMP_INSTRUCTIONS: usize = 4096;
 /// Most trusted public keys per repository.
 pub const MAX_REPOSITORY_KEYS: usize = 8;
+/// Most repositories in a runtime's configuration (and in a `repositories` reply).
+pub const MAX_REPOSITORIES: usize = 8;
 
 // Console protocol (`docs/protocol.md`). Per connection the runtime holds one receive
 // buffer of `MAX_FRAME_LEN` and one send buffer of `MAX_WIRE_FRAME_LEN`, so these set the

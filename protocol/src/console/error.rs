@@ -213,8 +213,20 @@ pub enum PackageError {
     SeccompDigest,
     /// The seccomp program is malformed.
     Seccomp,
-    /// The package is built for another architecture than the device's.
+    /// The package is built for another architecture than the device's. Never sent:
+    /// [`PackageError::ArchMismatch`] names both; kept for its wire index.
     WrongArch,
+    /// The package is built for another architecture than the runtime's (both as
+    /// [`crate::npk::Arch`] codes).
+    ArchMismatch {
+        /// The package's architecture.
+        package: u16,
+        /// The runtime's own.
+        runtime: u16,
+    },
+    /// The installed bytes are another package than the install announced
+    /// ([`super::Request::Install`]).
+    NotAsAnnounced,
 }
 
 impl From<HeaderError> for PackageError {

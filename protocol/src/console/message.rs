@@ -13,7 +13,7 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
-use super::error::Error;
+use super::error::{Error, PackageError};
 use crate::limits::*;
 use crate::npk::manifest::{EnvVar, Problem, RESERVED_ENV_PREFIX, check_name};
 use crate::permissions::Permissions;
@@ -245,6 +245,39 @@ pub enum Request<'a> {
         /// log is dropped from the runtime's table).
         follow: bool,
     },
+    /// The configured repositories. Reply: [`Reply::Repositories`].
+    Repositories,
+    /// Starts an install of the package the client names (read from the file's header
+    /// and manifest), so that a duplicate is refused before any byte is sent. Otherwise
+    /// as [`Request::InstallBegin`]; the end of the install checks that the package is
+    /// the one announced ([`crate::console::PackageError::NotAsAnnounced`]).
+    Install {
+        /// Target repository (the manifest's rules for names).
+        repository: &'a str,
+        /// The NPK's length in bytes.
+        size: u64,
+        /// Whether an fd carries the NPK instead of chunks.
+        fd: bool,
+        /// The package's name and version, as its manifest says.
+        #[serde(borrow)]
+        package: PackageId<'a>,
+        /// Replace an installed package of the same name and version (it must not run):
+        /// the new file takes the old one's place in one rename.
+        replace: bool,
+    },
+    /// The container's log from its last `lines` lines. Replies as for
+    /// [`Request::Logs`]; with `follow`, the pieces end with [`Reply::Ended`] when the
+    /// container ends.
+    TailLogs {
+        /// Package name.
+        name: &'a str,
+        /// Package version; `None` = the newest installed.
+        version: Option<Version>,
+        /// Keep sending new output until the container ends.
+        follow: bool,
+        /// Only the last this many lines of the ring; `None` = all of it.
+        lines: Option<u32>,
+    },
 }
 
 /// The runtime's answer to a request. Append-only.
@@ -291,6 +324,26 @@ pub enum Reply<'a> {
     LogEnd,
     /// The container stopped (the answer to `stop`); this is how its app ended.
     Stopped(ExitStatus),
+    /// The configured repositories (the answer to [`Request::Repositories`]).
+    Repositories {
+        /// In the configuration's order.
+        #[serde(borrow)]
+        repositories: Vec<RepositoryInfo<'a>, MAX_REPOSITORIES>,
+    },
+    /// The container whose log is followed ended this way; no more pieces follow.
+    Ended(ExitStatus),
+}
+
+/// One configured repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepositoryInfo<'a> {
+    /// Its name (the manifest's rules).
+    pub name: &'a str,
+    /// The ids of the keys it trusts; empty = it takes unsigned packages (and mounts
+    /// without verity).
+    pub keys: Vec<[u8; 8], MAX_REPOSITORY_KEYS>,
+    /// How many packages it holds.
+    pub packages: u32,
 }
 
 /// One package's state and a piece of its manifest.
@@ -364,6 +417,17 @@ pub enum Notification<'a> {
     /// The kernel killed a process of the container for memory (`memory.events`).
     #[serde(borrow)]
     OutOfMemory(PackageId<'a>),
+    /// The restart policy gave up: the container ended again after its last allowed
+    /// restart (or for good), and stays stopped.
+    GaveUp {
+        /// Which.
+        #[serde(borrow)]
+        package: PackageId<'a>,
+        /// Restarts made before giving up.
+        restarts: u32,
+        /// How its app ended the last time.
+        status: ExitStatus,
+    },
 }
 
 /// Why bytes are not a valid message, or a message is not valid to send.
@@ -455,6 +519,37 @@ impl<'a> Message<'a> {
     }
 }
 
+impl<'a> Message<'a> {
+    /// This message as a peer that speaks `version` can read it: what that version does
+    /// not have becomes its nearest older meaning (`Ended` a plain `LogEnd`,
+    /// `ArchMismatch` the older `WrongArch`), or is not sent at all (`None`: a
+    /// notification that version does not know). The runtime passes every message for a
+    /// client through this, so an accepted older client never sees an unknown index.
+    pub fn for_version(self, version: u16) -> Option<Message<'a>> {
+        if version >= 2 {
+            return Some(self);
+        }
+        match self {
+            Message::Reply {
+                id,
+                reply: Reply::Ended(_),
+            } => Some(Message::Reply {
+                id,
+                reply: Reply::LogEnd,
+            }),
+            Message::Reply {
+                id,
+                reply: Reply::Error(Error::BadPackage(PackageError::ArchMismatch { .. })),
+            } => Some(Message::Reply {
+                id,
+                reply: Reply::Error(Error::BadPackage(PackageError::WrongArch)),
+            }),
+            Message::Notification(Notification::GaveUp { .. }) => None,
+            other => Some(other),
+        }
+    }
+}
+
 /// Reads only the frozen start of a `Hello` frame: its protocol version. The runtime calls
 /// it before [`Message::decode`], so a client of any other version (whose `Hello` may have
 /// more fields) gets a [`VersionMismatch`] and not a decode error. `None` if the frame
@@ -496,6 +591,7 @@ impl Request<'_> {
             Request::List { .. } => LIST,
             Request::Inspect { .. } => INSPECT,
             Request::InstallBegin { .. }
+            | Request::Install { .. }
             | Request::InstallChunk { .. }
             | Request::InstallEnd
             | Request::InstallAbort => INSTALL,
@@ -509,7 +605,8 @@ impl Request<'_> {
             Request::Start { .. } => START,
             Request::Stop { .. } => STOP,
             Request::Kill { .. } => KILL,
-            Request::Logs { .. } => LOGS,
+            Request::Logs { .. } | Request::TailLogs { .. } => LOGS,
+            Request::Repositories => LIST,
         }
     }
 
@@ -526,10 +623,19 @@ impl Request<'_> {
                 within(*manifest_offset as usize, MAX_MANIFEST_LEN)
             }
             Request::InstallBegin { repository, .. } => name_rule(repository),
+            Request::Install {
+                repository,
+                package,
+                ..
+            } => {
+                name_rule(repository)?;
+                package.check()
+            }
             Request::InstallChunk { data } => short(data, MAX_CHUNK_LEN),
             Request::InstallEnd
             | Request::InstallAbort
             | Request::Shutdown
+            | Request::Repositories
             | Request::Subscribe
             | Request::Unsubscribe => Ok(()),
             Request::Uninstall { package, .. } => package.check(),
@@ -542,7 +648,8 @@ impl Request<'_> {
             }
             Request::Stop { name, .. }
             | Request::Kill { name, .. }
-            | Request::Logs { name, .. } => name_rule(name),
+            | Request::Logs { name, .. }
+            | Request::TailLogs { name, .. } => name_rule(name),
         }
     }
 }
@@ -559,7 +666,11 @@ impl Reply<'_> {
             Reply::Inspected(i) => i.check(),
             Reply::Installed(package) => package.check(),
             Reply::Log { data, .. } => short(data, MAX_CHUNK_LEN),
+            Reply::Repositories { repositories } => {
+                repositories.iter().try_for_each(|r| name_rule(r.name))
+            }
             Reply::Ok
+            | Reply::Ended(_)
             | Reply::Error(_)
             | Reply::InstallAccepted
             | Reply::InstallProgress { .. }
@@ -585,7 +696,8 @@ impl Notification<'_> {
             | Notification::Umounted(p)
             | Notification::OutOfMemory(p)
             | Notification::Started { package: p, .. }
-            | Notification::Exited { package: p, .. } => p.check(),
+            | Notification::Exited { package: p, .. }
+            | Notification::GaveUp { package: p, .. } => p.check(),
             Notification::ShuttingDown => Ok(()),
         }
     }

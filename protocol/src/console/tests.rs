@@ -68,6 +68,9 @@ fn variant(m: &Message<'_>) -> &'static str {
             Request::Stop { .. } => "Stop",
             Request::Kill { .. } => "Kill",
             Request::Logs { .. } => "Logs",
+            Request::Repositories => "Repositories",
+            Request::Install { .. } => "Install",
+            Request::TailLogs { .. } => "TailLogs",
         },
         Message::Reply { reply, .. } => match reply {
             Reply::Ok => "Ok",
@@ -107,6 +110,8 @@ fn variant(m: &Message<'_>) -> &'static str {
             Reply::Log { .. } => "Log",
             Reply::LogEnd => "LogEnd",
             Reply::Stopped(_) => "Stopped",
+            Reply::Repositories { .. } => "R.Repositories",
+            Reply::Ended(_) => "Ended",
         },
         Message::Notification(n) => match n {
             Notification::Installed { .. } => "N.Installed",
@@ -117,11 +122,12 @@ fn variant(m: &Message<'_>) -> &'static str {
             Notification::Started { .. } => "N.Started",
             Notification::Exited { .. } => "N.Exited",
             Notification::OutOfMemory(_) => "N.OutOfMemory",
+            Notification::GaveUp { .. } => "N.GaveUp",
         },
     }
 }
 
-const VARIANTS: usize = 3 + 16 + 1 + 26 + 8 + 8;
+const VARIANTS: usize = 3 + 19 + 1 + 26 + 10 + 9;
 
 /// Every variant once, with ordinary values.
 fn samples() -> Vec<Message<'static>> {
@@ -191,6 +197,20 @@ fn samples() -> Vec<Message<'static>> {
             version: None,
             follow: true,
         }),
+        request(Request::Repositories),
+        request(Request::Install {
+            repository: "default",
+            size: 4096,
+            fd: true,
+            package: id("hello"),
+            replace: true,
+        }),
+        request(Request::TailLogs {
+            name: "hello",
+            version: None,
+            follow: false,
+            lines: Some(10),
+        }),
         reply(Reply::Ok),
         reply(Reply::Packages {
             packages: heapless::Vec::from_slice(&[info("a"), info("b")]).unwrap(),
@@ -213,6 +233,15 @@ fn samples() -> Vec<Message<'static>> {
         }),
         reply(Reply::LogEnd),
         reply(Reply::Stopped(ExitStatus::Code(101))),
+        reply(Reply::Repositories {
+            repositories: heapless::Vec::from_slice(&[RepositoryInfo {
+                name: "default",
+                keys: heapless::Vec::from_slice(&[[3; 8]]).unwrap(),
+                packages: 2,
+            }])
+            .unwrap(),
+        }),
+        reply(Reply::Ended(ExitStatus::Signal(15))),
         Message::Notification(Notification::Installed {
             package: id("hello"),
             repository: "system",
@@ -234,6 +263,11 @@ fn samples() -> Vec<Message<'static>> {
             status: ExitStatus::Signal(9),
         }),
         Message::Notification(Notification::OutOfMemory(id("hello"))),
+        Message::Notification(Notification::GaveUp {
+            package: id("hello"),
+            restarts: 3,
+            status: ExitStatus::Code(1),
+        }),
     ];
     let errors = [
         Error::PermissionDenied,
@@ -249,6 +283,10 @@ fn samples() -> Vec<Message<'static>> {
         Error::InstallTimeout,
         Error::BadPackage(PackageError::Signature),
         Error::BadPackage(PackageError::UnknownKey([7; 8])),
+        Error::BadPackage(PackageError::ArchMismatch {
+            package: 2,
+            runtime: 3,
+        }),
         Error::Busy { used_by: id("app") },
         Error::AlreadyMounted,
         Error::NotMounted,
@@ -369,6 +407,20 @@ fn maximal() -> Vec<Message<'static>> {
             version: Some(big),
             follow: true,
         }),
+        req(Request::Repositories),
+        req(Request::Install {
+            repository: name,
+            size: u64::MAX,
+            fd: true,
+            package: pid,
+            replace: true,
+        }),
+        req(Request::TailLogs {
+            name,
+            version: Some(big),
+            follow: true,
+            lines: Some(u32::MAX),
+        }),
         rep(Reply::Ok),
         rep(Reply::Packages {
             packages: heapless::Vec::from_slice(&[pinfo; MAX_LIST_PAGE]).unwrap(),
@@ -391,6 +443,16 @@ fn maximal() -> Vec<Message<'static>> {
         }),
         rep(Reply::LogEnd),
         rep(Reply::Stopped(ExitStatus::Signal(u8::MAX))),
+        rep(Reply::Repositories {
+            repositories: (0..MAX_REPOSITORIES)
+                .map(|_| RepositoryInfo {
+                    name,
+                    keys: heapless::Vec::from_slice(&[[0xFF; 8]; MAX_REPOSITORY_KEYS]).unwrap(),
+                    packages: u32::MAX,
+                })
+                .collect(),
+        }),
+        rep(Reply::Ended(ExitStatus::Code(i32::MIN))),
         Message::Notification(Notification::Installed {
             package: pid,
             repository: name,
@@ -408,6 +470,11 @@ fn maximal() -> Vec<Message<'static>> {
             status: ExitStatus::Code(i32::MIN),
         }),
         Message::Notification(Notification::OutOfMemory(pid)),
+        Message::Notification(Notification::GaveUp {
+            package: pid,
+            restarts: u32::MAX,
+            status: ExitStatus::Code(i32::MIN),
+        }),
     ];
     let errors = [
         Error::PermissionDenied,
@@ -421,6 +488,10 @@ fn maximal() -> Vec<Message<'static>> {
         Error::TooLarge,
         Error::InstallTimeout,
         Error::BadPackage(PackageError::UnknownKey([0xFF; 8])),
+        Error::BadPackage(PackageError::ArchMismatch {
+            package: u16::MAX,
+            runtime: u16::MAX,
+        }),
         Error::Busy { used_by: pid },
         Error::AlreadyMounted,
         Error::NotMounted,
@@ -653,6 +724,9 @@ fn permissions_by_request() {
         ("Stop", "stop"),
         ("Kill", "kill"),
         ("Logs", "logs"),
+        ("Repositories", "list"),
+        ("Install", "install"),
+        ("TailLogs", "logs"),
     ];
     for m in samples() {
         let v = variant(&m);
@@ -817,4 +891,46 @@ fn decoded_message_is_small_enough_for_the_stack() {
     // The runtime decodes one message at a time on its stack; keep it bounded.
     let size = core::mem::size_of::<Message<'_>>();
     assert!(size <= 3072, "{size}");
+}
+
+#[test]
+fn an_older_client_gets_only_what_its_version_knows() {
+    let ended = reply(Reply::Ended(ExitStatus::Code(0)));
+    assert_eq!(ended.clone().for_version(1), Some(reply(Reply::LogEnd)));
+    assert_eq!(ended.clone().for_version(2), Some(ended));
+    let arch = reply(Reply::Error(Error::BadPackage(
+        PackageError::ArchMismatch {
+            package: 2,
+            runtime: 1,
+        },
+    )));
+    assert_eq!(
+        arch.for_version(1),
+        Some(reply(Reply::Error(Error::BadPackage(
+            PackageError::WrongArch
+        ))))
+    );
+    let gave_up = Message::Notification(Notification::GaveUp {
+        package: id("x"),
+        restarts: 1,
+        status: ExitStatus::Code(1),
+    });
+    assert_eq!(gave_up.clone().for_version(1), None);
+    assert_eq!(gave_up.clone().for_version(2), Some(gave_up));
+    // Everything version 1 has passes unchanged.
+    for m in samples() {
+        let v1 = !matches!(
+            variant(&m),
+            "Repositories" | "R.Repositories" | "Install" | "TailLogs" | "Ended" | "N.GaveUp"
+        ) && !matches!(
+            m,
+            Message::Reply {
+                reply: Reply::Error(Error::BadPackage(PackageError::ArchMismatch { .. })),
+                ..
+            }
+        );
+        if v1 {
+            assert_eq!(m.clone().for_version(1), Some(m));
+        }
+    }
 }

@@ -23,6 +23,26 @@ impl Arch {
     /// All architectures, in wire order.
     pub const ALL: [Arch; 4] = [Arch::Any, Arch::X86_64, Arch::Aarch64, Arch::Arm];
 
+    /// The architecture this code is compiled for: the runtime's own, which is the only
+    /// one (besides [`Arch::Any`]) whose packages it runs. `None` on other machines.
+    pub const fn native() -> Option<Arch> {
+        if cfg!(target_arch = "x86_64") {
+            Some(Arch::X86_64)
+        } else if cfg!(target_arch = "aarch64") {
+            Some(Arch::Aarch64)
+        } else if cfg!(target_arch = "arm") {
+            Some(Arch::Arm)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a package built for `self` runs on this machine: data-only packages
+    /// ([`Arch::Any`]) everywhere, others only on their own architecture.
+    pub fn runs_here(self) -> bool {
+        self == Arch::Any || Arch::native() == Some(self)
+    }
+
     /// The header's 16-bit code for this architecture.
     pub const fn code(self) -> u16 {
         self as u16

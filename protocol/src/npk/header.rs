@@ -387,6 +387,7 @@ impl<'a> UnverifiedHeader<'a> {
         Ok(VerifiedHeader {
             fields,
             trust: Trust::Signed(id),
+            signer: id,
         })
     }
 
@@ -397,6 +398,7 @@ impl<'a> UnverifiedHeader<'a> {
         Ok(VerifiedHeader {
             fields,
             trust: Trust::Unchecked,
+            signer: self.key_id(),
         })
     }
 }
@@ -407,6 +409,8 @@ impl<'a> UnverifiedHeader<'a> {
 pub struct VerifiedHeader {
     fields: HeaderFields,
     trust: Trust,
+    /// The key id the header names, checked or not (see [`VerifiedHeader::signer`]).
+    signer: KeyId,
 }
 
 impl Deref for VerifiedHeader {
@@ -420,6 +424,12 @@ impl VerifiedHeader {
     /// How the header was trusted.
     pub fn trust(&self) -> Trust {
         self.trust
+    }
+
+    /// The id of the key the header says signed it, whether or not the signature was
+    /// checked (a repository without keys does not check it); `None` if unsigned.
+    pub fn signer(&self) -> Option<KeyId> {
+        (self.signer != KeyId::NONE).then_some(self.signer)
     }
 
     /// Checks the package file's length against the header.
