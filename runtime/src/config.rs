@@ -8,7 +8,7 @@ use core::fmt;
 
 use heapless::Vec;
 use nanostar_protocol::npk::manifest::{check_name, check_path};
-use nanostar_protocol::permissions::Permissions;
+use nanostar_protocol::permissions::{PERMISSION_NAMES, Permissions};
 
 use crate::limits::{MAX_CLIENTS, MAX_CONSOLE_RULES, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
 
@@ -110,8 +110,8 @@ pub enum Problem {
     String,
     /// A section this version does not know.
     UnknownSection,
-    /// A key this section does not have.
-    UnknownKey,
+    /// A key this section does not have; the keys it has.
+    UnknownKey(&'static str),
     /// The same key, section or repository twice.
     Duplicate,
     /// A value of the wrong type or out of range.
@@ -130,6 +130,13 @@ pub enum Problem {
     File,
 }
 
+/// Keys of each part of the file, for the error that names an unknown one.
+const TOP_KEYS: &str =
+    "run_dir, data_dir, socket, cgroup, console_device, data_device, data_mount, data_fstype";
+const LIMITS_KEYS: &str = "max_clients, install_timeout_ms";
+const REPOSITORY_KEYS: &str = "dir, keys, max_install_size";
+const CONSOLE_KEYS: &str = "uid.N, gid.N";
+
 /// A configuration error: where and what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigError {
@@ -137,6 +144,46 @@ pub struct ConfigError {
     pub line: u32,
     /// What is wrong.
     pub problem: Problem,
+    /// The key, section or name it is about (empty when the line says it all).
+    pub word: Word,
+}
+
+/// A word of the file that an error names, copied so that the error outlives the file's
+/// buffer; at most [`Word::MAX`] bytes (longer ones are cut at a character boundary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Word {
+    bytes: [u8; Word::MAX],
+    len: u8,
+}
+
+impl Default for Word {
+    fn default() -> Word {
+        Word::of("")
+    }
+}
+
+impl Word {
+    /// Longest word kept.
+    pub const MAX: usize = 48;
+
+    /// A copy of `text`.
+    pub fn of(text: &str) -> Word {
+        let mut end = text.len().min(Word::MAX);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0; Word::MAX];
+        bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
+        Word {
+            bytes,
+            len: end as u8,
+        }
+    }
+
+    /// The word.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -144,33 +191,81 @@ impl fmt::Display for ConfigError {
         if self.line > 0 {
             write!(f, "line {}: ", self.line)?;
         }
+        let word = self.word.as_str();
         match self.problem {
             Problem::Syntax => f.write_str("expected `key = value`, `[section]` or a `#` comment"),
             Problem::String => {
                 f.write_str("a string must close on its line and contain no `\\` or `\"`")
             }
-            Problem::UnknownSection => {
-                f.write_str("unknown section; use [limits], [console] or [repository.NAME]")
+            Problem::UnknownSection => write!(
+                f,
+                "unknown section [{word}]; use [limits], [console] or [repository.NAME]"
+            ),
+            Problem::UnknownKey(keys) => {
+                write!(
+                    f,
+                    "unknown key `{word}` here; the keys are: {keys} (docs/config.md)"
+                )
             }
-            Problem::UnknownKey => f.write_str("unknown key for this section (see docs/config.md)"),
-            Problem::Duplicate => f.write_str("set twice"),
-            Problem::Value => f.write_str("wrong type or out of range for this key"),
-            Problem::Path => {
-                f.write_str("paths must be absolute, without `.`, `..`, `//` or a trailing `/`")
-            }
-            Problem::Name => f.write_str("names are letters, digits, `.`, `_` and `-`"),
+            Problem::Duplicate => write!(f, "`{word}` is set twice"),
+            Problem::Value => write!(
+                f,
+                "wrong type or out of range for `{word}` (docs/config.md)"
+            ),
+            Problem::Path => write!(
+                f,
+                "`{word}` must be an absolute path, without `.`, `..`, `//` or a trailing `/`"
+            ),
+            Problem::Name => write!(
+                f,
+                "`{word}` is not a name: letters, digits, `.`, `_` and `-`, not starting with \
+                 `.` or `-`"
+            ),
             Problem::Permission => {
-                f.write_str("unknown permission; use \"full\" or names like \"list\", \"install\"")
+                write!(
+                    f,
+                    "unknown permission `{word}`; use \"full\" or a list of: "
+                )?;
+                for (i, name) in PERMISSION_NAMES.iter().enumerate() {
+                    let comma = if i == 0 { "" } else { ", " };
+                    write!(f, "{comma}{name}")?;
+                }
+                Ok(())
             }
-            Problem::TooMany => f.write_str("more entries than the runtime has room for"),
+            Problem::TooMany => write!(
+                f,
+                "more entries than the runtime has room for at `{word}` (at most \
+                 {MAX_REPOSITORIES} repositories, {MAX_REPOSITORY_KEYS} keys each, \
+                 {MAX_CONSOLE_RULES} console rules)"
+            ),
             Problem::Missing(key) => write!(f, "required key `{key}` is missing"),
             Problem::File => f.write_str("the file is too large or not UTF-8"),
         }
     }
 }
 
+impl ConfigError {
+    /// A problem on `line` (0: the whole file) that names no word.
+    pub fn new(line: u32, problem: Problem) -> ConfigError {
+        ConfigError {
+            line,
+            problem,
+            word: Word::default(),
+        }
+    }
+}
+
 fn at(line: u32, problem: Problem) -> ConfigError {
-    ConfigError { line, problem }
+    ConfigError::new(line, problem)
+}
+
+/// A problem about `word` on `line`.
+fn about(line: u32, problem: Problem, word: &str) -> ConfigError {
+    ConfigError {
+        line,
+        problem,
+        word: Word::of(word),
+    }
 }
 
 /// A value on the right of `=`.
@@ -230,10 +325,8 @@ pub fn parse(text: &str) -> Result<Config<'_>, ConfigError> {
             continue;
         }
         let (key, value) = content.split_once('=').ok_or(at(line, Problem::Syntax))?;
-        let (key, value) = (
-            key.trim(),
-            parse_value(value.trim()).map_err(|p| at(line, p))?,
-        );
+        let key = key.trim();
+        let value = parse_value(value.trim()).map_err(|p| about(line, p, key))?;
         match section {
             Section::Top | Section::Limits => {
                 let qualified = if section == Section::Limits {
@@ -242,25 +335,25 @@ pub fn parse(text: &str) -> Result<Config<'_>, ConfigError> {
                     key
                 };
                 if seen.contains(&qualified) {
-                    return Err(at(line, Problem::Duplicate));
+                    return Err(about(line, Problem::Duplicate, key));
                 }
                 seen.push(qualified)
-                    .map_err(|_| at(line, Problem::TooMany))?;
+                    .map_err(|_| about(line, Problem::UnknownKey(TOP_KEYS), key))?;
                 if section == Section::Top {
-                    set_top(&mut cfg, key, value, line)?;
+                    set_top(&mut cfg, key, value, line).map_err(named(key))?;
                 } else {
-                    set_limit(&mut cfg.limits, key, value, line)?;
+                    set_limit(&mut cfg.limits, key, value, line).map_err(named(key))?;
                 }
             }
-            Section::Console => add_console_rule(&mut cfg, key, value, line)?,
+            Section::Console => add_console_rule(&mut cfg, key, value, line).map_err(named(key))?,
             Section::Repository(i) => {
                 if repo_seen.contains(&key) {
-                    return Err(at(line, Problem::Duplicate));
+                    return Err(about(line, Problem::Duplicate, key));
                 }
                 repo_seen
                     .push(key)
-                    .map_err(|_| at(line, Problem::UnknownKey))?;
-                set_repository(&mut cfg.repositories[i], key, value, line)?;
+                    .map_err(|_| about(line, Problem::UnknownKey(REPOSITORY_KEYS), key))?;
+                set_repository(&mut cfg.repositories[i], key, value, line).map_err(named(key))?;
             }
         }
     }
@@ -277,6 +370,17 @@ pub fn parse(text: &str) -> Result<Config<'_>, ConfigError> {
         return Err(at(r.line, Problem::Missing("dir")));
     }
     Ok(cfg)
+}
+
+/// Names `key` in an error that names nothing yet.
+fn named(key: &str) -> impl Fn(ConfigError) -> ConfigError + '_ {
+    move |e| match e.word.as_str() {
+        "" => ConfigError {
+            word: Word::of(key),
+            ..e
+        },
+        _ => e,
+    }
 }
 
 /// `[limits]` keys share the duplicate list with top-level keys, so they get a distinct
@@ -385,12 +489,14 @@ fn open_section<'a>(
         "limits" => Ok(Section::Limits),
         "console" => Ok(Section::Console),
         _ => {
-            let repo = name
-                .strip_prefix("repository.")
-                .ok_or(at(line, Problem::UnknownSection))?;
-            check_name(repo).map_err(|_| at(line, Problem::Name))?;
+            let repo = name.strip_prefix("repository.").ok_or(about(
+                line,
+                Problem::UnknownSection,
+                name,
+            ))?;
+            check_name(repo).map_err(|_| about(line, Problem::Name, repo))?;
             if cfg.repositories.iter().any(|r| r.name == repo) {
-                return Err(at(line, Problem::Duplicate));
+                return Err(about(line, Problem::Duplicate, name));
             }
             let r = Repository {
                 name: repo,
@@ -401,7 +507,7 @@ fn open_section<'a>(
             };
             cfg.repositories
                 .push(r)
-                .map_err(|_| at(line, Problem::TooMany))?;
+                .map_err(|_| about(line, Problem::TooMany, name))?;
             Ok(Section::Repository(cfg.repositories.len() - 1))
         }
     }
@@ -435,7 +541,7 @@ fn set_top<'a>(
                 "run_dir" => &mut cfg.run_dir,
                 "data_dir" => &mut cfg.data_dir,
                 "socket" => &mut cfg.socket,
-                _ => return Err(at(line, Problem::UnknownKey)),
+                _ => return Err(at(line, Problem::UnknownKey(TOP_KEYS))),
             };
             *slot = path(value, line)?;
         }
@@ -463,7 +569,7 @@ fn set_limit(
         "install_timeout_ms" => {
             limits.install_timeout_ms = u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(bad)?
         }
-        _ => return Err(at(line, Problem::UnknownKey)),
+        _ => return Err(at(line, Problem::UnknownKey(LIMITS_KEYS))),
     }
     Ok(())
 }
@@ -493,7 +599,7 @@ fn set_repository<'a>(
                 .filter(|&n| n > 0)
                 .ok_or(at(line, Problem::Value))?;
         }
-        _ => return Err(at(line, Problem::UnknownKey)),
+        _ => return Err(at(line, Problem::UnknownKey(REPOSITORY_KEYS))),
     }
     Ok(())
 }
@@ -506,14 +612,15 @@ fn add_console_rule(
     value: Value<'_>,
     line: u32,
 ) -> Result<(), ConfigError> {
-    let (kind, id) = key.split_once('.').ok_or(at(line, Problem::UnknownKey))?;
+    let unknown = at(line, Problem::UnknownKey(CONSOLE_KEYS));
+    let (kind, id) = key.split_once('.').ok_or(unknown)?;
     let id = parse_int(id)
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or(at(line, Problem::UnknownKey))?;
+        .ok_or(unknown)?;
     let peer = match kind {
         "uid" => Peer::Uid(id),
         "gid" => Peer::Gid(id),
-        _ => return Err(at(line, Problem::UnknownKey)),
+        _ => return Err(unknown),
     };
     if cfg.console.iter().any(|r| r.peer == peer) {
         return Err(at(line, Problem::Duplicate));
@@ -524,8 +631,9 @@ fn add_console_rule(
             let name = item.map_err(|p| at(line, p))?;
             Permissions::from_name(name)
                 .map(|p| acc.union(p))
-                .ok_or(at(line, Problem::Permission))
+                .ok_or(about(line, Problem::Permission, name))
         })?,
+        Value::Str(other) => return Err(about(line, Problem::Permission, other)),
         _ => return Err(at(line, Problem::Permission)),
     };
     cfg.console

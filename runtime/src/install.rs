@@ -6,6 +6,8 @@
 //! 2. `fsync` of the file, then the same verification as at start-up (signature, length,
 //!    digests) on what is on disk;
 //! 3. `renameat2(RENAME_NOREPLACE)` to `NAME-VERSION.npk`, then `fsync` of the directory.
+//!    A replacing install (`install --replace`) renames over the old file instead, so a
+//!    power cut leaves the old package or the new one, never neither.
 //!
 //! An [`Install`] that is dropped before [`Install::finish`] (client gone, timeout,
 //! error) removes its temporary file.
@@ -15,6 +17,7 @@ use core::fmt::Write as _;
 
 use heapless::String;
 use nanostar_protocol::npk::PublicKey;
+use nanostar_protocol::version::Version;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
@@ -40,6 +43,18 @@ pub enum InstallError {
     Rejected(Rejection),
     /// A file operation failed (disk full, read-only file system, ...).
     Io(Errno),
+}
+
+/// The package a client said it is installing (`Request::Install`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its version.
+    pub version: Version,
+    /// Whether it replaces an installed package of that name and version in the same
+    /// repository (which the caller made sure nothing uses).
+    pub replace: bool,
 }
 
 /// An install in progress.
@@ -147,12 +162,14 @@ impl Install {
     }
 
     /// Makes the package durable, verifies it, renames it into place, and adds it to
-    /// `table`.
+    /// `table`. With `announced`, the package must be the announced one; a replacing
+    /// install takes the place of the installed package of that name and version.
     pub fn finish<'t>(
         mut self,
         keys: &[PublicKey],
         table: &'t mut Packages,
         scratch: &mut [u8; SCRATCH_LEN],
+        announced: Option<Announced>,
     ) -> Result<&'t Package, InstallError> {
         if self.written != self.expected {
             return Err(InstallError::Incomplete);
@@ -169,9 +186,17 @@ impl Install {
         )
         .map_err(InstallError::Io)?;
         let examined = repository::examine(&file, keys, scratch).map_err(InstallError::Rejected)?;
-        if table.find(examined.name, &examined.version).is_some() {
-            return Err(InstallError::Rejected(Rejection::Duplicate));
+        if announced.is_some_and(|a| a.name != examined.name || a.version != examined.version) {
+            return Err(InstallError::Rejected(Rejection::NotAsAnnounced));
         }
+        let replace = announced.is_some_and(|a| a.replace);
+        // The file a replacing install supersedes (its name may differ from ours when
+        // it was put into the repository by hand).
+        let replaced = match table.find(examined.name, &examined.version) {
+            Some(old) if replace && old.repository == self.repository => Some(old.file.clone()),
+            Some(_) => return Err(InstallError::Rejected(Rejection::Duplicate)),
+            None => None,
+        };
         let mut name: String<MAX_FILE_NAME_LEN> = String::new();
         write!(
             name,
@@ -187,28 +212,54 @@ impl Install {
             file: name.clone(),
             size: examined.size,
         };
+        // Over the old file only when replacing it; otherwise a file of that name that the
+        // table does not know (it failed verification at start-up) is not ours to remove.
+        let flags = if replaced.as_deref() == Some(name.as_str()) {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
         rustix::fs::renameat_with(
             &self.dir,
             self.tmp_name.as_str(),
             &self.dir,
             name.as_str(),
-            RenameFlags::NOREPLACE,
+            flags,
         )
         .map_err(|e| match e {
             Errno::EXIST => InstallError::Rejected(Rejection::Duplicate),
             other => InstallError::Io(other),
         })?;
         self.tmp_name.clear();
-        if let Err(e) = rustix::fs::fsync(&self.dir) {
+        if let Some(old) = replaced
+            .as_ref()
+            .filter(|old| old.as_str() != name.as_str())
+        {
+            // Both files hold the package now; the old name goes once the new one is
+            // durable, so a power cut in between leaves a duplicate the next start-up
+            // reports and skips, never no package.
+            if let Err(e) = rustix::fs::fsync(&self.dir) {
+                let _ = rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty());
+                return Err(InstallError::Io(e));
+            }
+            let _ = rustix::fs::unlinkat(&self.dir, old.as_str(), AtFlags::empty());
+        }
+        let synced = rustix::fs::fsync(&self.dir);
+        if replaced.is_some() {
+            // The old file is gone either way: the table lists what the name now holds.
+            table.remove(&package.name, &package.version);
+        } else if let Err(e) = synced {
             // The rename may not survive a power cut: undo it rather than list a package
             // that could vanish.
             let _ = rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty());
             return Err(InstallError::Io(e));
         }
-        table.insert(package).map_err(|why| {
+        let inserted = table.insert(package).map_err(|why| {
             let _ = rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty());
             InstallError::Rejected(why)
-        })
+        })?;
+        synced.map_err(InstallError::Io)?;
+        Ok(inserted)
     }
 }
 

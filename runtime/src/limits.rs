@@ -6,8 +6,13 @@ pub use nanostar_protocol::limits::*;
 
 /// Largest configuration file, in bytes (it is read into a buffer of this size).
 pub const MAX_CONFIG_LEN: usize = 16 * 1024;
-/// Most repositories in the configuration.
-pub const MAX_REPOSITORIES: usize = 8;
+/// Most repositories in the configuration (the protocol's, so one `repositories` reply
+/// holds them all).
+pub use nanostar_protocol::limits::MAX_REPOSITORIES;
+/// Bytes of the runtime's own command line kept in a copy (in `.bss`), so that a
+/// container's init can blank the original and `ps` inside shows no host path. A longer
+/// command line (a client's long `start -- ARGS`) is read in place.
+pub const ARGS_COPY_LEN: usize = 1024;
 /// Most console rules (`uid.N` / `gid.N` lines).
 pub const MAX_CONSOLE_RULES: usize = 16;
 /// Bytes buffered for one line of text output before it is written.

@@ -13,7 +13,7 @@ use core::mem::MaybeUninit;
 use heapless::{String, Vec};
 use nanostar_protocol::npk::header::HEADER_LEN;
 use nanostar_protocol::npk::{
-    ContentError, HeaderError, PublicKey, UnverifiedHeader, VerifiedHeader,
+    Arch, ContentError, HeaderError, PublicKey, UnverifiedHeader, VerifiedHeader,
 };
 use nanostar_protocol::version::Version;
 use rustix::fd::{AsFd, OwnedFd};
@@ -64,6 +64,10 @@ pub enum Rejection {
     TableFull,
     /// The file name is longer than the table stores.
     FileName,
+    /// The package is built for this architecture, not the runtime's.
+    WrongArch(Arch),
+    /// The package is not the one its install announced.
+    NotAsAnnounced,
 }
 
 impl fmt::Display for Rejection {
@@ -102,6 +106,15 @@ impl fmt::Display for Rejection {
             Rejection::Duplicate => f.write_str("another file holds the same name and version"),
             Rejection::TableFull => f.write_str("too many packages: the package table is full"),
             Rejection::FileName => f.write_str("file name too long"),
+            Rejection::WrongArch(arch) => write!(
+                f,
+                "built for {}, but this runtime runs on {}",
+                arch.name(),
+                Arch::native().map_or("another architecture", Arch::name)
+            ),
+            Rejection::NotAsAnnounced => {
+                f.write_str("not the package (name and version) its install announced")
+            }
         }
     }
 }
@@ -199,8 +212,8 @@ pub struct Examined<'s> {
 }
 
 /// Verifies the package file `fd`: header (signature against `keys`, or unchecked when
-/// `keys` is empty), file length, manifest and seccomp digests. Reads at most
-/// [`SCRATCH_LEN`] bytes; never the image.
+/// `keys` is empty), architecture (this runtime's or none), file length, manifest and
+/// seccomp digests. Reads at most [`SCRATCH_LEN`] bytes; never the image.
 pub fn examine<'s>(
     fd: impl AsFd,
     keys: &[PublicKey],
@@ -217,6 +230,11 @@ pub fn examine<'s>(
         unverified.verify(keys)
     }
     .map_err(Rejection::Header)?;
+    // Known only once the header is trusted; a package this runtime cannot run is
+    // refused here rather than dying with SIGSYS or ENOEXEC at its first start.
+    if !header.arch.runs_here() {
+        return Err(Rejection::WrongArch(header.arch));
+    }
     header.check_file_len(size).map_err(Rejection::Header)?;
     let (manifest_bytes, rest) = rest.split_at_mut(header.manifest_len as usize);
     let seccomp_bytes = &mut rest[..header.seccomp_len as usize];

@@ -15,11 +15,11 @@ use core::mem::MaybeUninit;
 use heapless::{String, Vec};
 use nanostar_protocol::console::{
     Error, FrameDecoder, FrameError, Inspected, Message, Notification, OLDEST_PROTOCOL_VERSION,
-    PROTOCOL_VERSION, PackageError, PackageId, PackageInfo, Reply, Request, Table, VersionMismatch,
-    Violation, Welcome, peek_hello_version, peek_request_id,
+    PROTOCOL_VERSION, PackageError, PackageId, PackageInfo, Reply, RepositoryInfo, Request, Table,
+    VersionMismatch, Violation, Welcome, peek_hello_version, peek_request_id,
 };
 use nanostar_protocol::limits::{MAX_CHUNK_LEN, MAX_FRAME_LEN, MAX_LIST_PAGE, MAX_WIRE_FRAME_LEN};
-use nanostar_protocol::npk::{PublicKey, Trust};
+use nanostar_protocol::npk::PublicKey;
 use nanostar_protocol::permissions::Permissions;
 use nanostar_protocol::version::Version;
 use rustix::event::{Timespec, epoll};
@@ -61,6 +61,9 @@ const EVENTS: usize = 16;
 const PUMP_SLICE: usize = 1 << 20;
 /// Bytes read from a client at once.
 const READ_LEN: usize = 4096;
+/// The lock file in the run directory: one runtime per run directory, so a second one
+/// never takes over the live one's socket, repositories or mounts.
+const LOCK_FILE: &str = "lock";
 
 /// The verification buffer, the client table and the package table: static, so they cost no stack and no
 /// resident memory until used (`sys::once`). `run` takes them, so it runs once per process.
@@ -82,6 +85,10 @@ pub enum StartError {
     Socket(Errno),
     /// epoll or the signalfd cannot be set up.
     Setup(Errno),
+    /// Another runtime (this pid, 0 if unknown) holds the run directory's lock.
+    AlreadyRunning(u32),
+    /// The run directory's lock file cannot be opened or locked.
+    Lock(Errno),
 }
 
 impl core::fmt::Display for StartError {
@@ -105,6 +112,18 @@ impl core::fmt::Display for StartError {
             StartError::Setup(e) => {
                 write!(f, "cannot set up the event loop: {}", fs::errno_text(*e))
             }
+            StartError::AlreadyRunning(0) => f.write_str(
+                "another runtime already uses this run directory (its lock file is held)",
+            ),
+            StartError::AlreadyRunning(pid) => write!(
+                f,
+                "another runtime (pid {pid}) already uses this run directory; stop it first"
+            ),
+            StartError::Lock(e) => write!(
+                f,
+                "cannot lock the run directory ({LOCK_FILE}): {}",
+                fs::errno_text(*e)
+            ),
         }
     }
 }
@@ -125,6 +144,9 @@ struct Upload {
     source: Option<OwnedFd>,
     repository: u8,
     deadline: Timespec,
+    /// The package the client announced (`Request::Install`) and whether it replaces
+    /// the installed one.
+    announced: Option<(String<{ crate::limits::MAX_NAME_LEN }>, Version, bool)>,
 }
 
 /// One console connection.
@@ -136,6 +158,8 @@ struct Client {
     gid: u32,
     /// `None` until the handshake.
     permissions: Option<Permissions>,
+    /// The protocol version the handshake agreed on: what it sends is in that version.
+    version: u16,
     decoder: FrameDecoder<[u8; MAX_FRAME_LEN]>,
     /// Encoded frames not yet written.
     queue: Vec<u8, OUTPUT_QUEUE_LEN>,
@@ -161,6 +185,7 @@ impl Client {
             uid,
             gid,
             permissions: None,
+            version: PROTOCOL_VERSION,
             decoder: FrameDecoder::new([0; MAX_FRAME_LEN]),
             queue: Vec::new(),
             subscribed: false,
@@ -213,6 +238,8 @@ pub struct Runtime<'c> {
     kmsg: Option<OwnedFd>,
     /// `stop_all` ran for the shutdown.
     stopping_all: bool,
+    /// The run directory's lock, held (`flock`) for the runtime's life.
+    _lock: OwnedFd,
 }
 
 /// Runs the runtime with `config` until SIGTERM, SIGINT or a shutdown request; returns
@@ -313,6 +340,38 @@ fn listen(path: &str) -> Result<OwnedFd, StartError> {
     Ok(socket)
 }
 
+/// Takes `RUN_DIR/lock` (`flock(LOCK_EX | LOCK_NB)`) and writes this runtime's pid into
+/// it; a runtime that holds it already is named by the pid it wrote. The kernel drops
+/// the lock when the runtime dies, however it dies.
+fn lock_run_dir(run_dir: &str) -> Result<OwnedFd, StartError> {
+    let mut path = [0u8; MAX_PATH_LEN + 1];
+    let path = join(run_dir, LOCK_FILE, &mut path).ok_or(StartError::Lock(Errno::NAMETOOLONG))?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map_err(StartError::Lock)?;
+    match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(Errno::WOULDBLOCK) => {
+            let mut text = [0u8; 16];
+            let n = rustix::io::pread(&fd, &mut text, 0).unwrap_or(0);
+            let pid = core::str::from_utf8(&text[..n])
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            return Err(StartError::AlreadyRunning(pid));
+        }
+        Err(e) => return Err(StartError::Lock(e)),
+    }
+    let mut pid: String<12> = String::new();
+    let _ = writeln!(pid, "{}", rustix::process::getpid().as_raw_nonzero());
+    rustix::fs::ftruncate(&fd, 0).map_err(StartError::Lock)?;
+    rustix::io::pwrite(&fd, pid.as_bytes(), 0).map_err(StartError::Lock)?;
+    Ok(fd)
+}
+
 /// `mkdir -p` for an absolute path.
 pub(crate) fn create_dirs(path: &str) -> Result<(), Errno> {
     let mut buf = [0u8; MAX_PATH_LEN + 1];
@@ -392,7 +451,10 @@ impl<'c> Runtime<'c> {
             }
             let _ = keys.push(repo_keys);
         }
-        for dir in [config.run_dir, config.data_dir]
+        create_dirs(config.run_dir).map_err(StartError::Directory)?;
+        // Before anything of the run directory, the socket or a repository is touched.
+        let lock = lock_run_dir(config.run_dir)?;
+        for dir in [config.data_dir]
             .into_iter()
             .chain(config.repositories.iter().map(|r| r.dir))
         {
@@ -423,6 +485,7 @@ impl<'c> Runtime<'c> {
             null: None,
             kmsg: None,
             stopping_all: false,
+            _lock: lock,
         })
     }
 
@@ -712,7 +775,15 @@ impl<'c> Runtime<'c> {
                 repository,
                 size,
                 fd,
-            } => self.install_begin(slot, id, repository, size, fd),
+            } => self.install_begin(slot, id, repository, size, fd, None),
+            Request::Install {
+                repository,
+                size,
+                fd,
+                package,
+                replace,
+            } => self.install_begin(slot, id, repository, size, fd, Some((package, replace))),
+            Request::Repositories => self.repositories(slot, id),
             Request::InstallChunk { data } => self.install_chunk(slot, id, data),
             Request::InstallEnd => self.install_end(slot, id),
             Request::InstallAbort => self.install_abort(slot, id),
@@ -747,7 +818,13 @@ impl<'c> Runtime<'c> {
                 name, timeout_ms, ..
             } => self.stop(slot, id, name, timeout_ms),
             Request::Kill { name, signal, .. } => self.kill(slot, id, name, signal),
-            Request::Logs { name, follow, .. } => self.logs(slot, id, name, follow),
+            Request::Logs { name, follow, .. } => self.logs(slot, id, name, follow, None),
+            Request::TailLogs {
+                name,
+                follow,
+                lines,
+                ..
+            } => self.logs(slot, id, name, follow, lines),
         }
     }
 
@@ -776,6 +853,7 @@ impl<'c> Runtime<'c> {
         };
         let permissions = config.permissions(client.uid, client.gid);
         client.permissions = Some(permissions);
+        client.version = version;
         self.send(
             slot,
             &Message::Welcome(Welcome {
@@ -795,9 +873,16 @@ impl<'c> Runtime<'c> {
         );
     }
 
-    /// Queues a message for a client; a client whose queue is full is dropped.
+    /// Queues a message for a client, in the client's protocol version; a client whose
+    /// queue is full is dropped.
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn send(&mut self, slot: u64, message: &Message) {
+        let Some(version) = self.client_ref(slot).map(|c| c.version) else {
+            return;
+        };
+        let Some(message) = message.clone().for_version(version) else {
+            return;
+        };
         let mut wire = [0u8; MAX_WIRE_FRAME_LEN];
         let Ok(bytes) = message.encode(&mut wire) else {
             return;
@@ -1046,10 +1131,8 @@ impl<'c> Runtime<'c> {
         let manifest_len = header.manifest_len as usize;
         let start = (offset as usize).min(manifest_len);
         let end = (start + MAX_CHUNK_LEN).min(manifest_len);
-        let key = match header.trust() {
-            Trust::Signed(k) => Some(k.0),
-            Trust::Unchecked => None,
-        };
+        // The signer's key id also where the repository does not check signatures.
+        let key = header.signer().map(|k| k.0);
         // `examine` left the manifest right after the header in the scratch buffer.
         let base = nanostar_protocol::npk::header::HEADER_LEN;
         let manifest = &self.scratch[base + start..base + end];
@@ -1081,8 +1164,18 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    /// Starts an install (`InstallBegin`, or `Install` with the package it announces,
+    /// refused at once when it is installed already or cannot be replaced).
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
-    fn install_begin(&mut self, slot: u64, id: u32, repository: &str, size: u64, fd: bool) {
+    fn install_begin(
+        &mut self,
+        slot: u64,
+        id: u32,
+        repository: &str,
+        size: u64,
+        fd: bool,
+        announced: Option<(PackageId, bool)>,
+    ) {
         let source = match self.client(slot).map(|c| c.passed_fd.take()) {
             Some(Some(passed)) if fd => Some(passed),
             Some(None) if !fd => None,
@@ -1107,6 +1200,11 @@ impl<'c> Runtime<'c> {
         else {
             return self.reply(slot, id, &Reply::Error(Error::NoSuchRepository));
         };
+        if let Some((package, replace)) = announced
+            && let Err(e) = self.may_install(package, replace, index as u8)
+        {
+            return self.reply_error_owned(slot, id, e);
+        }
         let mut path = [0u8; MAX_PATH_LEN + 1];
         let Ok(dir) = fs::c_path(repo.dir, &mut path) else {
             return self.reply(slot, id, &Reply::Error(Error::NoSuchRepository));
@@ -1122,6 +1220,9 @@ impl<'c> Runtime<'c> {
             Ok(install) => {
                 let deadline = after_ms(self.config.limits.install_timeout_ms);
                 let streamed = source.is_none();
+                let announced = announced.and_then(|(p, replace)| {
+                    Some((String::try_from(p.name).ok()?, p.version, replace))
+                });
                 if let Some(c) = self.client(slot) {
                     c.upload = Some(Upload {
                         id,
@@ -1129,6 +1230,7 @@ impl<'c> Runtime<'c> {
                         source,
                         repository: index as u8,
                         deadline,
+                        announced,
                     });
                 }
                 // A passed package gets one reply, the result, when `pump_uploads` is done.
@@ -1138,6 +1240,90 @@ impl<'c> Runtime<'c> {
             }
             Err(e) => self.reply(slot, id, &Reply::Error(install_error(e))),
         }
+    }
+
+    /// Whether `package` may be installed into repository `repository`: not installed
+    /// yet, or (`replace`) installed there and used by no container, in which case its
+    /// image is unmounted now so the new file can take its place.
+    fn may_install(
+        &mut self,
+        package: PackageId,
+        replace: bool,
+        repository: u8,
+    ) -> Result<(), OwnedError> {
+        let Some(old) = self.packages.find(package.name, &package.version) else {
+            return Ok(());
+        };
+        if !replace || old.repository != repository {
+            return Err(OwnedError::Plain(Error::AlreadyInstalled));
+        }
+        if let Some((name, version)) = self.user_of(package.name, &package.version) {
+            return Err(if name == package.name && version == package.version {
+                OwnedError::Plain(Error::AlreadyRunning)
+            } else {
+                OwnedError::busy(name, version)
+            });
+        }
+        self.unmount_if_mounted(package.name, &package.version)
+            .map_err(OwnedError::Plain)
+    }
+
+    /// Unmounts a package's image if it is mounted (nothing may use it), and tells the
+    /// subscribers.
+    fn unmount_if_mounted(&mut self, name: &str, version: &Version) -> Result<(), Error<'static>> {
+        let Some(index) = self
+            .mounts
+            .iter()
+            .position(|m| m.name == name && m.version == *version)
+        else {
+            return Ok(());
+        };
+        let entry = self.mounts.swap_remove(index);
+        if let Err(e) = self.unmount_entry(&entry) {
+            // Still mounted: keep it in the table.
+            let _ = self.mounts.push(entry);
+            return Err(e);
+        }
+        self.notify(Notification::Umounted(PackageId {
+            name: &entry.name,
+            version: entry.version,
+        }));
+        Ok(())
+    }
+
+    /// Sends an error whose text the reply borrows from an owned copy.
+    fn reply_error_owned(&mut self, slot: u64, id: u32, e: OwnedError) {
+        let error = match &e {
+            OwnedError::Plain(e) => *e,
+            OwnedError::Busy(name, version) => Error::Busy {
+                used_by: PackageId {
+                    name,
+                    version: *version,
+                },
+            },
+        };
+        self.reply(slot, id, &Reply::Error(error));
+    }
+
+    /// `repositories`: every configured repository, its keys and how many packages it has.
+    #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
+    fn repositories(&mut self, slot: u64, id: u32) {
+        let mut repositories = Vec::new();
+        for (index, repo) in self.config.repositories.iter().enumerate() {
+            let packages = self
+                .packages
+                .iter()
+                .filter(|p| usize::from(p.repository) == index)
+                .count() as u32;
+            let keys = self.keys[index].iter().map(|k| k.id().0).collect();
+            // Cannot overflow: the configuration holds at most as many repositories.
+            let _ = repositories.push(RepositoryInfo {
+                name: repo.name,
+                keys,
+                packages,
+            });
+        }
+        self.reply(slot, id, &Reply::Repositories { repositories });
     }
 
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
@@ -1176,10 +1362,29 @@ impl<'c> Runtime<'c> {
     /// Verifies and installs a complete upload, and answers its request.
     fn finish_upload(&mut self, slot: u64, upload: Upload) {
         let id = upload.id;
+        let announced =
+            upload
+                .announced
+                .as_ref()
+                .map(|(name, version, replace)| crate::install::Announced {
+                    name,
+                    version: *version,
+                    replace: *replace,
+                });
+        // Things may have changed while the bytes came: check the replaced package again.
+        if let Some(a) = announced.filter(|a| a.replace) {
+            let package = PackageId {
+                name: a.name,
+                version: a.version,
+            };
+            if let Err(e) = self.may_install(package, true, upload.repository) {
+                return self.reply_error_owned(slot, id, e);
+            }
+        }
         let keys = &self.keys[usize::from(upload.repository)];
         let result = upload
             .install
-            .finish(keys, self.packages, self.scratch)
+            .finish(keys, self.packages, self.scratch, announced)
             .map(|p| (p.name.clone(), p.version, p.repository));
         match result {
             Ok((name, version, repository)) => {
@@ -1253,8 +1458,14 @@ impl<'c> Runtime<'c> {
         let Some(p) = self.packages.find(package.name, &package.version).cloned() else {
             return self.reply(slot, id, &Reply::Error(Error::UnknownPackage));
         };
-        if self.is_mounted(&p.name, &p.version) {
-            return self.reply(slot, id, &Reply::Error(Error::AlreadyMounted));
+        // A stopped package is unmounted on the way out; one in use is refused, naming
+        // its user.
+        if let Some((name, version)) = self.user_of(&p.name, &p.version) {
+            let busy = OwnedError::busy(name, version);
+            return self.reply_error_owned(slot, id, busy);
+        }
+        if let Err(e) = self.unmount_if_mounted(&p.name, &p.version) {
+            return self.reply(slot, id, &Reply::Error(e));
         }
         let repo = self.config.repositories.get(usize::from(p.repository));
         let mut path = [0u8; MAX_PATH_LEN + 1];
@@ -1355,13 +1566,8 @@ impl<'c> Runtime<'c> {
     #[inline(never)] // Its buffers are stack-probed only when it runs (idle RSS).
     fn umount(&mut self, slot: u64, id: u32, package: PackageId) {
         if let Some((name, version)) = self.user_of(package.name, &package.version) {
-            let mut user: String<{ crate::limits::MAX_NAME_LEN }> = String::new();
-            let _ = user.push_str(name);
-            let used_by = PackageId {
-                name: &user,
-                version,
-            };
-            return self.reply(slot, id, &Reply::Error(Error::Busy { used_by }));
+            let busy = OwnedError::busy(name, version);
+            return self.reply_error_owned(slot, id, busy);
         }
         let Some(index) = self
             .mounts
@@ -1486,6 +1692,24 @@ fn mount_point<'b>(
     join(run_dir, &name, buf)
 }
 
+/// An error reply whose borrowed text is owned here, for as long as the reply is built.
+enum OwnedError {
+    /// Borrows nothing.
+    Plain(Error<'static>),
+    /// `Error::Busy` naming the user.
+    Busy(String<{ crate::limits::MAX_NAME_LEN }>, Version),
+}
+
+impl OwnedError {
+    /// `Busy` naming the package `name` `version` as the user.
+    fn busy(name: &str, version: Version) -> OwnedError {
+        let mut user = String::new();
+        // Cannot overflow: package names fit.
+        let _ = user.push_str(name);
+        OwnedError::Busy(user, version)
+    }
+}
+
 fn io_error(e: Errno) -> Error<'static> {
     Error::Io(e.raw_os_error() as u16)
 }
@@ -1498,6 +1722,11 @@ fn rejected(r: Rejection) -> Error<'static> {
         Rejection::Duplicate => Error::AlreadyInstalled,
         Rejection::TableFull => Error::Full(Table::Packages),
         Rejection::FileName => Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16),
+        Rejection::WrongArch(arch) => Error::BadPackage(PackageError::ArchMismatch {
+            package: arch.code(),
+            runtime: nanostar_protocol::npk::Arch::native().map_or(u16::MAX, |a| a.code()),
+        }),
+        Rejection::NotAsAnnounced => Error::BadPackage(PackageError::NotAsAnnounced),
     }
 }
 

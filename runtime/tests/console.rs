@@ -64,10 +64,8 @@ fn install_list_inspect_mount_umount_uninstall() {
     );
     rt.ok(&["mount", "hello", "1.0.0"]);
     assert!(rt.ok(&["--json", "list"]).contains("\"mounted\":true"));
-    // Busy while mounted.
-    let out = rt.cli(&["uninstall", "hello", "1.0.0"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mounted"));
+    // (Uninstalling a mounted package that no container uses unmounts it first:
+    // `uninstall_unmounts_a_stopped_package_and_repositories_are_listed`.)
     // Installing the same name and version again is refused and leaves nothing.
     let out = rt.cli(&["install", npk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -333,4 +331,258 @@ fn notifications_follow_installs_mounts_and_shutdown() {
     );
     let mut child = rt.child.take().unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+impl Runtime {
+    /// Packs `name` `version` for `arch` into `file` (in the test directory); returns its
+    /// path and bytes.
+    fn package_for(
+        &self,
+        name: &str,
+        version: &str,
+        arch: nanostar_protocol::npk::Arch,
+        file: &str,
+        key: Option<&ed25519_compact::KeyPair>,
+    ) -> (PathBuf, Vec<u8>) {
+        let root = self.path(&format!("root-{name}-{version}"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("version.txt"), version).unwrap();
+        let toml = format!(
+            "name = \"{name}\"\nversion = \"{version}\"\ninit = \"/bin/x\"\nuid = 1000\ngid = 1000\n"
+        );
+        let source = SourceManifest::parse(&toml).unwrap();
+        let bytes = pack(
+            &PackInput {
+                manifest: &source,
+                root: &root,
+                key,
+                arch: Some(arch),
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+        .bytes;
+        let path = self.path(file);
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+}
+
+impl Raw {
+    /// Sends a request and returns the debug text of its next reply.
+    fn ask(&mut self, id: u32, request: Request) -> String {
+        self.send(&Message::Request { id, request });
+        self.answer()
+    }
+
+    /// The debug text of the next message.
+    fn answer(&mut self) -> String {
+        Message::decode(&self.read_frame())
+            .map(|m| format!("{m:?}"))
+            .unwrap_or_default()
+    }
+
+    /// Streams `bytes` as an install announcing `package` (`Request::Install`); returns
+    /// the final answer, or the refusal of the begin.
+    fn install_announced(&mut self, id: u32, bytes: &[u8], name: &str, replace: bool) -> String {
+        let package = nanostar_protocol::console::PackageId {
+            name,
+            version: nanostar_protocol::version::Version::parse("1.0.0").unwrap(),
+        };
+        let begin = self.ask(
+            id,
+            Request::Install {
+                repository: "default",
+                size: bytes.len() as u64,
+                fd: false,
+                package,
+                replace,
+            },
+        );
+        if !begin.contains("InstallAccepted") {
+            return begin;
+        }
+        for chunk in bytes.chunks(8192) {
+            self.send(&Message::Request {
+                id,
+                request: Request::InstallChunk { data: chunk },
+            });
+        }
+        self.send(&Message::Request {
+            id,
+            request: Request::InstallEnd,
+        });
+        self.answer()
+    }
+}
+
+#[test]
+fn a_second_runtime_on_the_same_run_directory_refuses_and_leaves_the_first_alone() {
+    if !is_root() {
+        return;
+    }
+    let mut rt = Runtime::start();
+    let second = Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(common::x86_64_binary())
+        .arg("run")
+        .arg(rt.path("nanostar.conf"))
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    // The first runtime is PID 1 of its own PID namespace, and that is the pid it wrote.
+    assert!(
+        err.contains("another runtime (pid 1) already uses this run directory"),
+        "{err}"
+    );
+    assert!(rt.socket().exists(), "the live socket is still there");
+    assert!(rt.ok(&["list"]).starts_with("NAME"), "and still served");
+    rt.stop();
+}
+
+#[test]
+fn packages_for_another_architecture_are_refused_at_install_and_skipped_at_start() {
+    if !is_root() {
+        return;
+    }
+    use nanostar_protocol::npk::Arch;
+    let mut rt = Runtime::start();
+    let (arm, bytes) = rt.package_for("armapp", "1.0.0", Arch::Aarch64, "armapp.npk", None);
+    let mut raw = Raw::connect(&rt);
+    raw.hello();
+    let answer = raw.install_announced(1, &bytes, "armapp", false);
+    assert!(
+        answer.contains("ArchMismatch { package: 2, runtime: 1 }"),
+        "{answer}"
+    );
+    assert!(rt.files("repo").is_empty(), "nothing left behind");
+    // Through the client, by descriptor.
+    let out = rt.cli(&["install", arm.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    // A data-only package (architecture "any") is fine everywhere.
+    let (_, any) = rt.package_for("data", "1.0.0", Arch::Any, "data.npk", None);
+    let answer = raw.install_announced(2, &any, "data", false);
+    assert!(answer.contains("Installed"), "{answer}");
+    drop(raw);
+    rt.stop();
+    // Dropped into the repository by hand: reported and skipped at start-up.
+    let mut again = Runtime::start_with(|d| {
+        std::fs::copy(&arm, d.join("repo/armapp-1.0.0.npk")).unwrap();
+    });
+    assert!(!again.ok(&["list"]).contains("armapp"));
+    let err = again.stop();
+    assert!(
+        err.contains(
+            "armapp-1.0.0.npk: skipped: built for aarch64, but this runtime runs on x86_64"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_announced_install_is_refused_before_its_bytes_and_may_replace_a_stopped_package() {
+    if !is_root() {
+        return;
+    }
+    use nanostar_protocol::npk::Arch;
+    let mut rt = Runtime::start();
+    let (_, first) = rt.package_for("app", "1.0.0", Arch::X86_64, "app-a.npk", None);
+    let mut raw = Raw::connect(&rt);
+    raw.hello();
+    assert!(
+        raw.install_announced(1, &first, "app", false)
+            .contains("Installed")
+    );
+    rt.ok(&["mount", "app", "1.0.0"]);
+    // The same name and version again: refused at the begin, before a single chunk.
+    let refused = raw.ask(
+        2,
+        Request::Install {
+            repository: "default",
+            size: first.len() as u64,
+            fd: false,
+            package: nanostar_protocol::console::PackageId {
+                name: "app",
+                version: nanostar_protocol::version::Version::parse("1.0.0").unwrap(),
+            },
+            replace: false,
+        },
+    );
+    assert!(refused.contains("AlreadyInstalled"), "{refused}");
+    // Another build of 1.0.0 replaces it (it is mounted, not running: unmounted first).
+    std::fs::write(rt.path("root-app-1.0.0/extra.txt"), "new build").unwrap();
+    let (_, second) = rt.package_for("app", "1.0.0", Arch::X86_64, "app-b.npk", None);
+    assert_ne!(first, second);
+    let replaced = raw.install_announced(3, &second, "app", true);
+    assert!(replaced.contains("Installed"), "{replaced}");
+    assert_eq!(rt.files("repo"), ["app-1.0.0.npk"]);
+    assert_eq!(
+        std::fs::read(rt.path("repo/app-1.0.0.npk")).unwrap(),
+        second
+    );
+    assert!(rt.ok(&["--json", "list"]).contains("\"mounted\":false"));
+    // A package that is not the announced one is refused at the end, leaving nothing.
+    let (_, other) = rt.package_for("other", "1.0.0", Arch::X86_64, "other.npk", None);
+    let wrong = raw.install_announced(4, &other, "app", true);
+    assert!(wrong.contains("NotAsAnnounced"), "{wrong}");
+    assert_eq!(rt.files("repo"), ["app-1.0.0.npk"]);
+    assert_eq!(
+        std::fs::read(rt.path("repo/app-1.0.0.npk")).unwrap(),
+        second
+    );
+    rt.stop();
+}
+
+#[test]
+fn uninstall_unmounts_a_stopped_package_and_repositories_are_listed() {
+    if !is_root() {
+        return;
+    }
+    let mut rt = Runtime::start();
+    let npk = rt.package("gone", "gone.npk", None);
+    rt.ok(&["install", npk.to_str().unwrap()]);
+    rt.ok(&["mount", "gone", "1.0.0"]);
+    rt.ok(&["uninstall", "gone", "1.0.0"]);
+    assert!(rt.files("repo").is_empty());
+    assert!(
+        !rt.path("run/mnt/gone-1.0.0").exists(),
+        "unmounted on the way out"
+    );
+    let mut raw = Raw::connect(&rt);
+    raw.hello();
+    let repositories = raw.ask(1, Request::Repositories);
+    assert!(
+        repositories.contains("name: \"default\", keys: [], packages: 0")
+            && repositories.contains("name: \"signed\", keys: [["),
+        "{repositories}"
+    );
+    rt.stop();
+}
+
+#[test]
+fn inspect_names_the_signer_also_in_a_repository_without_keys() {
+    if !is_root() {
+        return;
+    }
+    let mut rt = Runtime::start();
+    let key = ed25519_compact::KeyPair::from_seed(rt.key.sk.seed());
+    let signed = rt.package("signedhere", "s.npk", Some(&key));
+    rt.ok(&["install", signed.to_str().unwrap()]);
+    let mut raw = Raw::connect(&rt);
+    raw.hello();
+    let inspected = raw.ask(
+        1,
+        Request::Inspect {
+            name: "signedhere",
+            version: None,
+            manifest_offset: 0,
+        },
+    );
+    let id = nanostar_protocol::npk::PublicKey(*key.pk).id().0;
+    assert!(
+        inspected.contains(&format!("key: Some({id:?})")),
+        "{inspected}"
+    );
+    rt.stop();
 }

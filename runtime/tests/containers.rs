@@ -371,9 +371,11 @@ fn the_app_sees_its_own_isolated_world() {
         env_sorted,
         [
             "GREETING=hi",
+            "HOME=/",
             "MODE=manifest",
             "NANOSTAR_NAME=iso",
-            "NANOSTAR_VERSION=1.0.0"
+            "NANOSTAR_VERSION=1.0.0",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         ],
         "{report}"
     );
@@ -559,7 +561,9 @@ fn logs_are_kept_bounded_and_followable() {
     );
     assert_eq!(status, "Code(0)");
     assert_eq!(log, "one\ntwo\nthree\n");
-    // A follower sees new output as it comes.
+    // A follower sees new output as it comes (following a container that is not
+    // running ends at once: `following_logs_ends_with_the_exit_and_tail_shows_the_last_lines`).
+    assert_eq!(console.start("chatty", &["print", "live", "pause"]), "Ok");
     let mut follower = Raw::connect(&rt);
     follower.hello();
     follower.send(&Message::Request {
@@ -570,7 +574,6 @@ fn logs_are_kept_bounded_and_followable() {
             follow: true,
         },
     });
-    assert_eq!(console.start("chatty", &["print", "live", "pause"]), "Ok");
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("live") {
         let frame = follower.read_frame();
@@ -819,6 +822,15 @@ fn restart_policy_backs_off_and_gives_up() {
     wait_until("flaky to give up", || {
         rt.ok(&["--json", "list"]).contains("\"restarts\":2")
     });
+    // Subscribers are told that the policy gave up, with the last exit.
+    console.request(Request::List { after: None });
+    assert!(
+        console.seen.iter().any(|n| n.starts_with("GaveUp")
+            && n.contains("\"flaky\"")
+            && n.ends_with("restarts: 2, status: Code(3) }")),
+        "{:?}",
+        console.seen
+    );
     let (_, log) = console.logs("flaky");
     assert_eq!(String::from_utf8(log).unwrap(), "attempt\n".repeat(3));
     // A clean exit is not a failure: no restart.
@@ -897,4 +909,125 @@ fn autostart_packages_start_with_the_runtime() {
     assert!(row("manual").contains("\"container\":null"), "{list}");
     assert!(row("broken").contains("\"container\":null"), "{list}");
     assert_eq!(console.stop("auto", None), "Stopped(Signal(15))");
+}
+
+#[test]
+fn init_shows_as_init_and_the_app_gets_a_default_path_and_home() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    let proc_mount = "[mounts.\"/proc\"]\ntype = \"proc\"\n";
+    install_probe(&rt, "plain", "1.0.0", proc_mount);
+    install_probe(
+        &rt,
+        "own",
+        "1.0.0",
+        &format!("env = {{ PATH = \"/bin\", HOME = \"/data\" }}\n{proc_mount}"),
+    );
+    let mut console = Console::open(&rt);
+    // What the container's `ps` reads: never the host's command line or config path.
+    let (status, cmdline) = console.run("plain", &["cat", "/proc/1/cmdline"]);
+    assert_eq!(status, "Code(0)", "{cmdline}");
+    assert_eq!(cmdline.trim_end_matches('\0'), "init", "{cmdline:?}");
+    let (_, comm) = console.run("plain", &["cat", "/proc/1/comm"]);
+    assert_eq!(comm, "init\n");
+    let (_, report) = console.run("own", &["report"]);
+    let env: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("env "))
+        .collect();
+    assert!(
+        env.contains(&"PATH=/bin") && env.contains(&"HOME=/data"),
+        "{report}"
+    );
+    assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    // A start request's environment wins over the default too.
+    assert_eq!(
+        console.start_env("plain", &["report"], &[("HOME", "/tmp")]),
+        "Ok"
+    );
+    assert_eq!(console.wait_exit("plain"), "Code(0)");
+    let log = String::from_utf8(console.logs("plain").1).unwrap();
+    assert!(
+        log.contains("env HOME=/tmp") && !log.contains("env HOME=/\n"),
+        "{log}"
+    );
+}
+
+#[test]
+fn following_logs_ends_with_the_exit_and_tail_shows_the_last_lines() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    install_probe(&rt, "talker", "1.0.0", "");
+    let mut console = Console::open(&rt);
+    assert_eq!(
+        console.start(
+            "talker",
+            &["print", "one", "print", "two", "print", "three", "pause"]
+        ),
+        "Ok"
+    );
+    wait_until("three lines", || {
+        String::from_utf8_lossy(&console.logs("talker").1).contains("three")
+    });
+    // The last two lines, then following until the container ends.
+    let mut follower = Raw::connect(&rt);
+    follower
+        .0
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    follower.hello();
+    follower.send(&Message::Request {
+        id: 4,
+        request: Request::TailLogs {
+            name: "talker",
+            version: None,
+            follow: true,
+            lines: Some(2),
+        },
+    });
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("three") {
+        match Message::decode(&follower.read_frame()).unwrap() {
+            Message::Reply {
+                id: 4,
+                reply: Reply::Log { data, .. },
+            } => seen.extend_from_slice(data),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&seen), "two\nthree\n");
+    assert_eq!(console.stop("talker", None), "Stopped(Signal(15))");
+    let end = Message::decode(&follower.read_frame())
+        .map(|m| format!("{m:?}"))
+        .unwrap();
+    assert_eq!(end, "Reply { id: 4, reply: Ended(Signal(15)) }");
+    // Following a container that is not running: what there is, and how it ended.
+    follower.send(&Message::Request {
+        id: 5,
+        request: Request::TailLogs {
+            name: "talker",
+            version: None,
+            follow: true,
+            lines: Some(1),
+        },
+    });
+    let frame = follower.read_frame();
+    let Ok(Message::Reply {
+        id: 5,
+        reply: Reply::Log { data, .. },
+    }) = Message::decode(&frame)
+    else {
+        panic!("{frame:?}");
+    };
+    assert_eq!(data, b"three\n");
+    let end = Message::decode(&follower.read_frame())
+        .map(|m| format!("{m:?}"))
+        .unwrap();
+    assert_eq!(end, "Reply { id: 5, reply: Ended(Signal(15)) }");
 }

@@ -90,13 +90,9 @@ fn board_keys() {
     );
     let bad =
         parse("run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\ndata_fstype = \"ext 4\"\n");
-    assert_eq!(
-        bad,
-        Err(ConfigError {
-            line: 4,
-            problem: Problem::Value
-        })
-    );
+    let bad = bad.unwrap_err();
+    assert_eq!((bad.line, bad.problem), (4, Problem::Value));
+    assert_eq!(bad.word.as_str(), "data_fstype");
 }
 
 #[test]
@@ -138,7 +134,7 @@ fn errors_name_the_line() {
         (3, "run_dir = \"/r\\n\"", Problem::String),
         (3, "run_dir = \"/r\" x", Problem::String),
         (3, "run_dir", Problem::Syntax),
-        (3, "colour = \"red\"", Problem::UnknownKey),
+        (3, "colour = \"red\"", Problem::UnknownKey(TOP_KEYS)),
         (4, "run_dir = \"/again\"", Problem::Duplicate),
         (6, "cgroup = \"sys/fs/cgroup\"", Problem::Path),
         (6, "socket = \"/s\"", Problem::Duplicate),
@@ -159,36 +155,49 @@ fn errors_name_the_line() {
         (21, "uid.0 = \"most\"", Problem::Permission),
         (22, "gid.100 = [\"list\", \"fly\"]", Problem::Permission),
         (22, "uid.0 = [\"list\"]", Problem::Duplicate),
-        (22, "user.5 = \"full\"", Problem::UnknownKey),
-        (22, "uid.x = \"full\"", Problem::UnknownKey),
+        (22, "user.5 = \"full\"", Problem::UnknownKey(CONSOLE_KEYS)),
+        (22, "uid.x = \"full\"", Problem::UnknownKey(CONSOLE_KEYS)),
     ];
     for (line, text, problem) in cases {
-        assert_eq!(
-            error_at(*line, text),
-            ConfigError {
-                line: *line as u32,
-                problem: *problem
-            },
-            "`{text}`"
-        );
+        let e = error_at(*line, text);
+        assert_eq!((e.line, e.problem), (*line as u32, *problem), "`{text}`");
     }
+}
+
+#[test]
+fn errors_name_what_they_are_about() {
+    let said = |line, text| std::format!("{}", error_at(line, text));
+    assert_eq!(
+        said(3, "colour = \"red\""),
+        "line 3: unknown key `colour` here; the keys are: run_dir, data_dir, socket, cgroup, \
+         console_device, data_device, data_mount, data_fstype (docs/config.md)"
+    );
+    assert!(said(8, "[limitz]").contains("unknown section [limitz]"));
+    assert!(said(9, "max_clients = 0").contains("out of range for `max_clients`"));
+    assert!(
+        said(9, "max_rate = 1")
+            .contains("unknown key `max_rate` here; the keys are: max_clients, install_timeout_ms")
+    );
+    assert!(said(15, "color = 1").contains("the keys are: dir, keys, max_install_size"));
+    assert!(said(4, "run_dir = \"/again\"").contains("`run_dir` is set twice"));
+    assert!(said(3, "run_dir = \"run\"").contains("`run_dir` must be an absolute path"));
+    let p = said(22, "gid.100 = [\"list\", \"fly\"]");
+    assert!(
+        p.contains("unknown permission `fly`; use \"full\" or a list of: list, inspect"),
+        "{p}"
+    );
+    assert!(said(12, "[repository.sys tem]").contains("`sys tem` is not a name"));
 }
 
 #[test]
 fn missing_keys_and_tables_full() {
     assert_eq!(
         error_at(3, ""),
-        ConfigError {
-            line: 0,
-            problem: Problem::Missing("run_dir")
-        }
+        ConfigError::new(0, Problem::Missing("run_dir"))
     );
     assert_eq!(
         error_at(13, ""),
-        ConfigError {
-            line: 12,
-            problem: Problem::Missing("dir")
-        }
+        ConfigError::new(12, Problem::Missing("dir"))
     );
     let mut many =
         std::string::String::from("run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\n");
@@ -203,35 +212,21 @@ fn missing_keys_and_tables_full() {
         "run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\n[repository.a]\ndir = \"/a\"\nkeys = [{}]\n",
         keys.join(", ")
     );
+    let e = parse(&text).unwrap_err();
     assert_eq!(
-        parse(&text).unwrap_err(),
-        ConfigError {
-            line: 6,
-            problem: Problem::TooMany
-        }
+        (e.line, e.problem, e.word.as_str()),
+        (6, Problem::TooMany, "keys")
     );
 }
 
 #[test]
 fn messages_say_what_to_do() {
-    let e = std::format!(
-        "{}",
-        ConfigError {
-            line: 7,
-            problem: Problem::UnknownSection
-        }
-    );
+    let e = std::format!("{}", ConfigError::new(7, Problem::UnknownSection));
     assert!(
         e.starts_with("line 7: ") && e.contains("[repository.NAME]"),
         "{e}"
     );
-    let e = std::format!(
-        "{}",
-        ConfigError {
-            line: 0,
-            problem: Problem::Missing("socket")
-        }
-    );
+    let e = std::format!("{}", ConfigError::new(0, Problem::Missing("socket")));
     assert_eq!(e, "required key `socket` is missing");
 }
 

@@ -45,6 +45,8 @@ const EXEC_REPORT_FD: i32 = 8;
 const HIGH_FD: i32 = 16;
 
 const SIGCHLD: u32 = 17;
+/// The command line (and thread name) of a container's init, as the container sees it.
+pub const INIT_NAME: &core::ffi::CStr = c"init";
 /// The app's exit code when its setup fails before `execve` (the shell's "cannot run").
 const APP_SETUP_FAILED: i32 = 127;
 
@@ -181,6 +183,9 @@ fn setup(launch: &Launch) -> Result<Pid, Failure> {
     // found in Northstar's audit).
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(at(SetupStep::Prepare))?;
+    // What the container's `ps` shows as its PID 1: a fixed name, not the host's command
+    // line (which names the runtime's configuration).
+    crate::sys::set_process_name(INIT_NAME).map_err(at(SetupStep::Prepare))?;
     start_app(launch)
 }
 

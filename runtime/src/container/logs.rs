@@ -74,6 +74,29 @@ impl LogRing {
             .max(self.first)
     }
 
+    /// The position where the last `lines` lines held start (a last line without its
+    /// newline counts as one): a reader starting there sees only those.
+    pub fn tail(&self, lines: u32) -> u64 {
+        if lines == 0 {
+            return self.written;
+        }
+        let start = self.start();
+        let mut pos = self.written;
+        let mut seen = 0u32;
+        while pos > start {
+            let byte = self.buf[((pos - 1) % LOG_RING_LEN as u64) as usize];
+            // The newline that ends the last line starts no line of its own.
+            if byte == b'\n' && pos != self.written {
+                seen += 1;
+                if seen == lines {
+                    return pos;
+                }
+            }
+            pos -= 1;
+        }
+        start
+    }
+
     /// Up to `max` bytes from `cursor` (moved up to [`start`](Self::start) if the ring
     /// overwrote it); `None` when there is nothing new.
     pub fn read(&self, cursor: u64, max: usize) -> Option<Piece<'_>> {
@@ -149,5 +172,27 @@ mod tests {
         let (dropped, out) = drain(&ring, old_reader);
         assert_eq!(out, b"new");
         assert!(dropped >= 3);
+    }
+
+    #[test]
+    fn tail_starts_at_the_last_lines() {
+        let mut ring = std::boxed::Box::new(LogRing::new());
+        ring.push(b"one\ntwo\nthree\n");
+        fn from(ring: &LogRing, n: u32) -> std::vec::Vec<u8> {
+            drain(ring, ring.tail(n)).1
+        }
+        assert_eq!(from(&ring, 1), b"three\n");
+        assert_eq!(from(&ring, 2), b"two\nthree\n");
+        assert_eq!(from(&ring, 3), b"one\ntwo\nthree\n");
+        assert_eq!(from(&ring, 9), b"one\ntwo\nthree\n");
+        assert_eq!(from(&ring, 0), b"");
+        // A last line still being written counts as one.
+        ring.push(b"fou");
+        assert_eq!(from(&ring, 1), b"fou");
+        assert_eq!(from(&ring, 2), b"three\nfou");
+        // Only the current container's lines, after a clear.
+        ring.clear();
+        ring.push(b"new\n");
+        assert_eq!(from(&ring, 5), b"new\n");
     }
 }

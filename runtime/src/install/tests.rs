@@ -55,7 +55,7 @@ fn install(
     for part in bytes.chunks(4000) {
         i.write(part)?;
     }
-    i.finish(keys, table, &mut scratch).cloned()
+    i.finish(keys, table, &mut scratch, None).cloned()
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn sizes_are_enforced() {
     let mut short = Install::begin(&d, 0, 10, 1000, 3).unwrap();
     short.write(&[0; 4]).unwrap();
     assert_eq!(
-        short.finish(&[], &mut table, &mut scratch).err(),
+        short.finish(&[], &mut table, &mut scratch, None).err(),
         Some(InstallError::Incomplete)
     );
     assert!(files(dir.path()).is_empty());
@@ -163,7 +163,7 @@ fn a_passed_descriptor_is_copied_in_steps() {
     let mut table = Packages::new();
     let mut scratch = std::boxed::Box::new([0u8; SCRATCH_LEN]);
     assert_eq!(
-        i.finish(&[], &mut table, &mut scratch)
+        i.finish(&[], &mut table, &mut scratch, None)
             .unwrap()
             .file
             .as_str(),
@@ -177,4 +177,87 @@ fn a_passed_descriptor_is_copied_in_steps() {
         short.copy_from(&source, 1 << 20),
         Err(InstallError::Incomplete)
     );
+}
+
+/// Installs `bytes` announced as `name` 2.0.0, replacing or not.
+fn install_announced(
+    dir: &Path,
+    bytes: &[u8],
+    table: &mut Packages,
+    name: &str,
+    replace: bool,
+) -> Result<Package, InstallError> {
+    let mut scratch = std::boxed::Box::new([0u8; SCRATCH_LEN]);
+    let mut i = Install::begin(&c(dir), 1, bytes.len() as u64, 1 << 30, 9)?;
+    i.write(bytes)?;
+    let announced = Announced {
+        name,
+        version: Version::new(2, 0, 0),
+        replace,
+    };
+    i.finish(&[], table, &mut scratch, Some(announced)).cloned()
+}
+
+#[test]
+fn a_replacing_install_takes_the_old_files_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = Packages::new();
+    let old = package("app", None);
+    install(dir.path(), &old, &[], &mut table).unwrap();
+    // Another build of the same name and version (different content).
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("other"), b"new build").unwrap();
+    let source = SourceManifest::parse("name = \"app\"\nversion = \"2.0.0\"\n").unwrap();
+    let input = PackInput {
+        manifest: &source,
+        root: root.path(),
+        key: None,
+        arch: Some(Arch::Any),
+    };
+    let new = pack(&input, &mut |_| {}).unwrap().bytes;
+    assert_eq!(
+        install_announced(dir.path(), &new, &mut table, "app", false).unwrap_err(),
+        InstallError::Rejected(Rejection::Duplicate)
+    );
+    let p = install_announced(dir.path(), &new, &mut table, "app", true).unwrap();
+    assert_eq!(
+        (p.file.as_str(), p.size),
+        ("app-2.0.0.npk", new.len() as u64)
+    );
+    assert_eq!(files(dir.path()), ["app-2.0.0.npk"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("app-2.0.0.npk")).unwrap(),
+        new
+    );
+    assert_eq!(table.len(), 1);
+    // A package that is not the announced one is refused and leaves the old file.
+    assert_eq!(
+        install_announced(dir.path(), &old, &mut table, "other", true).unwrap_err(),
+        InstallError::Rejected(Rejection::NotAsAnnounced)
+    );
+    assert_eq!(files(dir.path()), ["app-2.0.0.npk"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("app-2.0.0.npk")).unwrap(),
+        new
+    );
+}
+
+#[test]
+fn a_replacing_install_removes_a_hand_named_old_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = Packages::new();
+    let old = package("app", None);
+    std::fs::write(dir.path().join("by-hand.npk"), &old).unwrap();
+    table
+        .insert(Package {
+            name: heapless::String::try_from("app").unwrap(),
+            version: Version::new(2, 0, 0),
+            repository: 1,
+            file: heapless::String::try_from("by-hand.npk").unwrap(),
+            size: old.len() as u64,
+        })
+        .unwrap();
+    let p = install_announced(dir.path(), &old, &mut table, "app", true).unwrap();
+    assert_eq!(p.file.as_str(), "app-2.0.0.npk");
+    assert_eq!(files(dir.path()), ["app-2.0.0.npk"]);
 }

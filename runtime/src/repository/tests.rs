@@ -215,3 +215,39 @@ fn a_missing_directory_is_an_error_for_the_caller() {
     );
     assert_eq!(r, Err(Errno::NOENT));
 }
+
+#[test]
+fn packages_for_another_architecture_are_skipped() {
+    let repo = Repo::new();
+    let foreign = if Arch::native() == Some(Arch::Arm) {
+        Arch::Aarch64
+    } else {
+        Arch::Arm
+    };
+    let root = tempfile::tempdir().unwrap();
+    let source =
+        SourceManifest::parse("name = \"far\"\nversion = \"1.0.0\"\ninit = \"/bin/app\"\n")
+            .unwrap();
+    let input = PackInput {
+        manifest: &source,
+        root: root.path(),
+        key: None,
+        arch: Some(foreign),
+    };
+    repo.put("far-1.0.0.npk", &pack(&input, &mut |_| {}).unwrap().bytes);
+    repo.put("near-1.0.0.npk", &package("near", "1.0.0", None));
+    let (table, events) = repo.scan(&[]);
+    assert_eq!(table.len(), 1, "{events:#?}");
+    assert!(table.find("near", &Version::new(1, 0, 0)).is_some());
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("far-1.0.0.npk") && e.contains(&format!("WrongArch({foreign:?})"))),
+        "{events:#?}"
+    );
+    let text = std::format!("{}", Rejection::WrongArch(foreign));
+    assert!(text.starts_with(&format!(
+        "built for {}, but this runtime runs on ",
+        foreign.name()
+    )));
+}

@@ -57,6 +57,16 @@ enum ReportPipe {
     Exec,
 }
 
+/// The app's environment where the manifest and the start request leave these unset:
+/// the usual search path (as Docker and Podman set it) and `/` as the home directory.
+pub const DEFAULT_ENV: [(&str, &str); 2] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/"),
+];
+
 /// Stop requests that may wait for one container at once.
 const MAX_STOP_WAITERS: usize = 4;
 
@@ -186,6 +196,8 @@ pub struct LogReader {
     cursor: u64,
     /// Where a plain `logs` ends; `None` follows.
     end: Option<u64>,
+    /// How the followed container ended: sent as `Ended` once `end` is reached.
+    ended: Option<ExitStatus>,
 }
 
 /// The arguments of a start.
@@ -706,6 +718,14 @@ impl<'c> Runtime<'c> {
         for var in request.env {
             exec.env(&[var.key.as_bytes(), b"=", var.value.as_bytes()])?;
         }
+        // What a program built for a normal distribution expects, unless the manifest or
+        // the start request says otherwise (`docs/manifest.md`).
+        for (key, value) in DEFAULT_ENV {
+            let set = |k: &str| k == key;
+            if !manifest.env.iter().any(|v| set(v.key)) && !request.env.iter().any(|v| set(v.key)) {
+                exec.env(&[key.as_bytes(), b"=", value.as_bytes()])?;
+            }
+        }
         let mut version: String<40> = String::new();
         let _ = write!(version, "{}", p.version);
         let prefix = RESERVED_ENV_PREFIX.as_bytes();
@@ -784,28 +804,62 @@ impl<'c> Runtime<'c> {
         }
     }
 
-    /// `logs`: the ring's content, then `LogEnd`; with `follow`, new output as it comes.
+    /// `logs`: the ring's content (its last `lines` lines, or all), then `LogEnd`; with
+    /// `follow`, new output as it comes until the container ends (then `Ended`). A
+    /// follower of a container that is not running gets what there is and how it ended.
     #[inline(never)]
-    pub(super) fn logs(&mut self, client: u64, id: u32, name: &str, follow: bool) {
+    pub(super) fn logs(
+        &mut self,
+        client: u64,
+        id: u32,
+        name: &str,
+        follow: bool,
+        lines: Option<u32>,
+    ) {
         let Some(index) = self.container_index(name) else {
             if self.packages.iter().any(|p| p.name == name) {
                 // Known but never started: an empty log.
-                if !follow {
-                    return self.reply(client, id, &Reply::LogEnd);
-                }
+                return self.reply(client, id, &Reply::LogEnd);
             }
             return self.reply(client, id, &Reply::Error(self.not_running(name)));
         };
+        // A container waiting to restart comes back: following it goes on.
+        let (runs, last_exit) = self.containers.at(index).map_or((false, None), |c| {
+            (
+                c.alive() || c.state == ContainerState::Restarting,
+                c.last_exit,
+            )
+        });
         let slot = &self.containers.slots[index];
         let reader = LogReader {
             id,
             index,
             generation: slot.generation,
-            cursor: slot.ring.first(),
-            end: (!follow).then(|| slot.ring.end()),
+            cursor: match lines {
+                Some(n) => slot.ring.tail(n),
+                None => slot.ring.first(),
+            },
+            end: (!follow || !runs).then(|| slot.ring.end()),
+            ended: if follow && !runs { last_exit } else { None },
         };
         if let Some(c) = self.client(client) {
             c.logs = Some(reader);
+        }
+    }
+
+    /// The followers of container `index` stop at what its ring holds now and are told
+    /// how it ended.
+    fn end_followers(&mut self, index: usize, status: ExitStatus) {
+        let end = self.containers.slots[index].ring.end();
+        for c in self.clients.iter_mut() {
+            if let Some(r) = c
+                .logs
+                .as_mut()
+                .filter(|r| r.index == index && r.end.is_none())
+            {
+                r.end = Some(end);
+                r.ended = Some(status);
+            }
         }
     }
 
@@ -833,7 +887,11 @@ impl<'c> Runtime<'c> {
                             if let Some(c) = self.client(client) {
                                 c.logs = None;
                             }
-                            self.reply(client, reader.id, &Reply::LogEnd);
+                            let last = match reader.ended {
+                                Some(status) if !gone => Reply::Ended(status),
+                                _ => Reply::LogEnd,
+                            };
+                            self.reply(client, reader.id, &last);
                         }
                         break;
                     }
@@ -1136,7 +1194,13 @@ impl<'c> Runtime<'c> {
         c.last_exit = Some(status);
         c.state = ContainerState::Stopped;
         c.pid = 0;
-        let restart = !c.stop_requested && !shutting_down && wants_restart(c, status);
+        let policy = if c.stop_requested || shutting_down {
+            Restart::No
+        } else {
+            restart_decision(c, status)
+        };
+        let restart = policy == Restart::Yes;
+        let restarts = c.restarts;
         if restart {
             let delay = backoff_ms(c);
             c.restarts += 1;
@@ -1165,6 +1229,14 @@ impl<'c> Runtime<'c> {
             self.notify(Notification::OutOfMemory(package));
         }
         self.notify(Notification::Exited { package, status });
+        if policy == Restart::GaveUp {
+            self.notify(Notification::GaveUp {
+                package,
+                restarts,
+                status,
+            });
+        }
+        self.end_followers(index, status);
         if critical && !restart && !shutting_down {
             errln!("nanostar: critical container {name} ended; shutting down");
             self.shutdown = true;
@@ -1310,13 +1382,28 @@ fn begin_stop(c: &mut Container, timeout_ms: u32) {
     }
 }
 
-fn wants_restart(c: &Container, status: ExitStatus) -> bool {
+/// What the restart policy does after an exit the runtime did not ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// The policy does not restart for this exit.
+    No,
+    /// Start it again after the back-off.
+    Yes,
+    /// The policy would, but its restarts are used up.
+    GaveUp,
+}
+
+fn restart_decision(c: &Container, status: ExitStatus) -> Restart {
     let mode_says = match c.restart.mode {
         RestartMode::Never => false,
         RestartMode::OnFailure => status != ExitStatus::Code(0),
         RestartMode::Always => true,
     };
-    mode_says && c.restart.max_restarts.is_none_or(|max| c.restarts < max)
+    match mode_says {
+        false => Restart::No,
+        true if c.restart.max_restarts.is_none_or(|max| c.restarts < max) => Restart::Yes,
+        true => Restart::GaveUp,
+    }
 }
 
 /// The delay before restart number `restarts + 1`: doubled each time, capped.

@@ -1,12 +1,28 @@
 //! `_start` for each architecture, the arguments it finds, `exit_group`, and the panic
 //! handler.
 
+use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::limits::ARGS_COPY_LEN;
 
 /// argc and argv as the kernel left them on the initial stack; set once in `_start`.
 static ARGC: AtomicUsize = AtomicUsize::new(0);
 static ARGV: AtomicPtr<*const c_char> = AtomicPtr::new(core::ptr::null_mut());
+
+/// A copy of the argument strings (the kernel's contiguous `argv[0]..` area), made in
+/// `_start` when they fit, so that no Rust reference ever points into the kernel's area
+/// and a container's init may blank it ([`hide_command_line`]).
+struct ArgsCopy(UnsafeCell<[u8; ARGS_COPY_LEN]>);
+
+// SAFETY: written once, in `start_rust`, before any other code runs (one thread), and
+// only read after that.
+unsafe impl Sync for ArgsCopy {}
+
+static ARGS_COPY: ArgsCopy = ArgsCopy(UnsafeCell::new([0; ARGS_COPY_LEN]));
+/// Bytes in [`ARGS_COPY`]; 0 when the arguments did not fit and are read in place.
+static ARGS_LEN: AtomicUsize = AtomicUsize::new(0);
 
 // The kernel enters with the stack pointer at argc, followed by argv[], NULL, envp[], NULL,
 // auxv. Each `_start` clears the frame pointer, passes that address to Rust and aligns the
@@ -62,6 +78,22 @@ unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
     let argv = unsafe { sp.add(1) } as *mut *const c_char;
     ARGC.store(argc, Ordering::Relaxed);
     ARGV.store(argv, Ordering::Relaxed);
+    if argc > 0 {
+        // SAFETY: argv[0] and argv[argc - 1] are NUL-terminated strings the kernel wrote
+        // one after another (`copy_strings` in exec) into one area of the initial stack.
+        let (first, last) = unsafe { (*argv, *argv.add(argc - 1)) };
+        // SAFETY: as above: `last` is NUL-terminated and lies after `first` in that area.
+        let len = unsafe { last.add(CStr::from_ptr(last).to_bytes_with_nul().len()) } as usize
+            - first as usize;
+        if len <= ARGS_COPY_LEN {
+            // SAFETY: `len` bytes from `first` are the kernel's argument area; the copy
+            // is not yet read by anyone (nothing else has run).
+            unsafe {
+                core::ptr::copy_nonoverlapping(first.cast::<u8>(), ARGS_COPY.0.get().cast(), len)
+            };
+            ARGS_LEN.store(len, Ordering::Relaxed);
+        }
+    }
     // SAFETY: every program linking this library defines `nanostar_main` (the `nanostar`
     // binary calls `crate::start`; the test probe its own) with this signature.
     exit_group(i32::from(unsafe { nanostar_main() }))
@@ -74,15 +106,50 @@ unsafe extern "Rust" {
     fn nanostar_main() -> u8;
 }
 
-/// argv[1..] as byte strings.
+/// argv[1..] as byte strings (from the copy made at start, when there is one).
 pub fn args() -> impl Iterator<Item = &'static [u8]> {
     let argc = ARGC.load(Ordering::Relaxed);
     let argv = ARGV.load(Ordering::Relaxed);
+    let copied = ARGS_LEN.load(Ordering::Relaxed);
+    // SAFETY: the copy is complete and never written again (see `ArgsCopy`).
+    let copy: &'static [u8; ARGS_COPY_LEN] = unsafe { &*ARGS_COPY.0.get() };
+    let copy = &copy[..copied];
     (1..argc).map(move |i| {
-        // SAFETY: i < argc, and argv[i] is a NUL-terminated string the kernel copied onto
-        // the stack, which lives (unchanged) as long as the process.
-        unsafe { CStr::from_ptr(*argv.add(i)) }.to_bytes()
+        // SAFETY: i < argc: argv[i] is a pointer into the kernel's argument area.
+        let (first, arg) = unsafe { (*argv, *argv.add(i)) };
+        if copied > 0 {
+            let at = arg as usize - first as usize;
+            return CStr::from_bytes_until_nul(&copy[at..]).map_or(&[][..], CStr::to_bytes);
+        }
+        // SAFETY: argv[i] is a NUL-terminated string the kernel copied onto the stack,
+        // which lives (unchanged: only a copied area is ever blanked) as long as the
+        // process.
+        unsafe { CStr::from_ptr(arg) }.to_bytes()
     })
+}
+
+/// Overwrites the kernel's argument area with `name` and NULs, so that
+/// `/proc/self/cmdline` (what `ps` shows) reads `name` instead of the process's command
+/// line; `false` (nothing changed) when the arguments were not copied at start. Later
+/// calls of [`args`] still see the original arguments.
+pub fn hide_command_line(name: &CStr) -> bool {
+    let len = ARGS_LEN.load(Ordering::Relaxed);
+    let argv = ARGV.load(Ordering::Relaxed);
+    if len == 0 || argv.is_null() {
+        return false;
+    }
+    // SAFETY: argv[0] exists when the area was copied (argc > 0).
+    let area = unsafe { *argv }.cast::<u8>().cast_mut();
+    let name = name.to_bytes();
+    let keep = &name[..name.len().min(len - 1)];
+    let bytes = keep.iter().copied().chain(core::iter::repeat(0));
+    for (i, byte) in bytes.take(len).enumerate() {
+        // SAFETY: `area..area + len` is the kernel's argument area on this process's
+        // (writable) initial stack; no Rust reference points into it, because `args`
+        // reads the copy whenever the area was copied.
+        unsafe { area.add(i).write_volatile(byte) };
+    }
+    true
 }
 
 /// The environment (`envp`, which follows argv's NULL on the initial stack) as byte

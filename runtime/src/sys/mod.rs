@@ -29,6 +29,17 @@ pub fn args() -> impl Iterator<Item = &'static [u8]> {
     std::env::args_os().skip(1).map(|a| &*a.into_vec().leak())
 }
 
+/// Makes what `ps` shows for this process `name`: its command line
+/// (`/proc/self/cmdline`, the kernel's argument area overwritten in place; no capability
+/// needed) and its thread name (`prctl(PR_SET_NAME)`). A container's init is a copy of the
+/// runtime: without this the container's `ps` shows the host's command line and
+/// configuration path as its PID 1. Host builds (tests only) set the thread name only.
+pub fn set_process_name(name: &core::ffi::CStr) -> rustix::io::Result<()> {
+    #[cfg(nanostar_device)]
+    entry::hide_command_line(name);
+    rustix::thread::set_name(name)
+}
+
 /// The environment (`KEY=value` byte strings).
 #[cfg(nanostar_device)]
 pub fn env() -> impl Iterator<Item = &'static [u8]> {

@@ -245,7 +245,8 @@ pub fn raise_ambient_capability(cap: u32) -> Result<(), Errno> {
 
 /// Most strings in argv (init and its arguments).
 pub const MAX_EXEC_ARGS: usize = crate::limits::MAX_ARGS + 1;
-/// Most environment entries: the manifest's, a start override's and the runtime's own.
+/// Most environment entries: the manifest's, a start override's, the runtime's own
+/// (`NANOSTAR_NAME`, `NANOSTAR_VERSION`) and the defaults (`PATH`, `HOME`).
 pub const MAX_EXEC_ENV: usize = 2 * crate::limits::MAX_ENV + 4;
 
 /// The strings of one `execve`, gathered without an allocator into a fixed buffer; the
