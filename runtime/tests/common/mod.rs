@@ -134,8 +134,10 @@ impl Runtime {
             other_key: nanostar_tools::keys::read_secret(&other).unwrap(),
             dir,
         };
+        // Listening only once a connection succeeds: the socket file exists a moment
+        // before `listen`.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !runtime.socket().exists() {
+        while UnixStream::connect(runtime.socket()).is_err() {
             assert!(Instant::now() < deadline, "the runtime did not come up");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -239,7 +241,7 @@ impl Raw {
 
     pub fn hello(&mut self) {
         self.send(&Message::Hello(Hello {
-            protocol_version: 1,
+            protocol_version: nanostar_protocol::console::PROTOCOL_VERSION,
             client: "test",
         }));
         let reply = self.read_frame();
@@ -269,4 +271,144 @@ impl Raw {
             .map(|f| f.to_vec())
             .unwrap_or_default()
     }
+}
+
+// The client's tests (`tests/cli.rs`).
+
+/// Runs the x86_64 client with `args` as they are (no `--socket` added), `NANOSTAR_SOCKET`
+/// unset unless `env` sets it.
+pub fn client(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    let mut command = Command::new(x86_64_binary());
+    command.args(args).env_remove("NANOSTAR_SOCKET");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+/// stdout and stderr of a client run, as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The bytes of an NPK packed from manifest TOML and a root directory.
+pub fn npk_bytes(
+    toml: &str,
+    root: &Path,
+    key: Option<&ed25519_compact::KeyPair>,
+    arch: nanostar_protocol::npk::Arch,
+) -> Vec<u8> {
+    let source = nanostar_tools::manifest::SourceManifest::parse(toml)
+        .unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
+    nanostar_tools::package::pack(
+        &nanostar_tools::package::PackInput {
+            manifest: &source,
+            root,
+            key,
+            arch: Some(arch),
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+    .bytes
+}
+
+/// Panics unless `text` is exactly one JSON value (with whitespace around it).
+#[track_caller]
+pub fn assert_json(text: &str) {
+    fn value(b: &[u8], i: &mut usize) -> bool {
+        skip(b, i);
+        let Some(&c) = b.get(*i) else { return false };
+        match c {
+            b'{' | b'[' => {
+                let close = if c == b'{' { b'}' } else { b']' };
+                *i += 1;
+                skip(b, i);
+                if b.get(*i) == Some(&close) {
+                    *i += 1;
+                    return true;
+                }
+                loop {
+                    if c == b'{' {
+                        skip(b, i);
+                        if b.get(*i) != Some(&b'"') || !string(b, i) {
+                            return false;
+                        }
+                        skip(b, i);
+                        if b.get(*i) != Some(&b':') {
+                            return false;
+                        }
+                        *i += 1;
+                    }
+                    if !value(b, i) {
+                        return false;
+                    }
+                    skip(b, i);
+                    match b.get(*i) {
+                        Some(b',') => *i += 1,
+                        Some(&x) if x == close => {
+                            *i += 1;
+                            return true;
+                        }
+                        _ => return false,
+                    }
+                }
+            }
+            b'"' => string(b, i),
+            b't' | b'f' | b'n' => ["true", "false", "null"].iter().any(|w| {
+                let ok = b[*i..].starts_with(w.as_bytes());
+                if ok {
+                    *i += w.len();
+                }
+                ok
+            }),
+            _ => {
+                let start = *i;
+                while *i < b.len() && b"-+.eE0123456789".contains(&b[*i]) {
+                    *i += 1;
+                }
+                std::str::from_utf8(&b[start..*i])
+                    .ok()
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .is_some()
+            }
+        }
+    }
+    fn string(b: &[u8], i: &mut usize) -> bool {
+        *i += 1;
+        while let Some(&c) = b.get(*i) {
+            *i += 1;
+            match c {
+                b'"' => return true,
+                b'\\' => match b.get(*i) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => *i += 1,
+                    Some(b'u') if b.len() >= *i + 5 => {
+                        if !b[*i + 1..*i + 5].iter().all(u8::is_ascii_hexdigit) {
+                            return false;
+                        }
+                        *i += 5;
+                    }
+                    _ => return false,
+                },
+                c if c < 0x20 => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+    fn skip(b: &[u8], i: &mut usize) {
+        while b.get(*i).is_some_and(|c| c.is_ascii_whitespace()) {
+            *i += 1;
+        }
+    }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let ok = value(bytes, &mut i) && {
+        skip(bytes, &mut i);
+        i == bytes.len()
+    };
+    assert!(ok, "not one JSON value (at byte {i}): {text}");
 }
