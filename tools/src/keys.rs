@@ -12,11 +12,16 @@ use nanostar_protocol::npk::keys::{
     PUBLIC_KEY_PREFIX, PublicKey, SECRET_KEY_PREFIX, parse_key_file,
 };
 
-/// Writes `<stem>.key` (mode 0600) and `<stem>.pub` for a new random key pair; refuses to
+/// Writes `<stem>.key` (mode 0600) and `<stem>.pub` for a new random key pair, creating
+/// missing parent directories (`--out keys/release` in a fresh checkout); refuses to
 /// overwrite either. Returns both paths.
 pub fn generate(stem: &Path) -> Result<(PathBuf, PathBuf)> {
     let secret_path = stem.with_extension("key");
     let public_path = stem.with_extension("pub");
+    if let Some(dir) = secret_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the key directory {}", dir.display()))?;
+    }
     for p in [&secret_path, &public_path] {
         if p.exists() {
             bail!(
@@ -85,6 +90,23 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generate_creates_missing_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (sk, pk) = generate(&dir.path().join("keys/team/release")).unwrap();
+        assert_eq!(sk, dir.path().join("keys/team/release.key"));
+        assert_eq!(
+            std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(read_public(&pk).unwrap().0, *read_secret(&sk).unwrap().pk);
+        // A file where a directory should be is reported, not overwritten.
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let e = format!("{:#}", generate(&dir.path().join("file/dev")).unwrap_err());
+        assert!(e.contains("cannot create the key directory"), "{e}");
+    }
 
     #[test]
     fn generate_read_and_refuse_overwrite() {

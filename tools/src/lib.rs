@@ -5,16 +5,20 @@
 //! - [`seccomp`]: the seccomp policy compiled to classic BPF for the package's architecture.
 //! - [`verity`]: the dm-verity hash tree.
 //! - [`package`]: whole packages: pack, open, check.
+//! - [`root_check`]: what `npk pack` checks in a root: init, its interpreter, its libraries.
+//! - [`elf`]: the bounded ELF reader behind those checks.
 //! - [`keys`]: Ed25519 key files.
 //! - [`initramfs`]: newc cpio archives for booting a board.
 //! - [`board`]: QEMU boards: kernel, boot and the guest's verdict (`nanostar-board`).
 
 pub mod board;
+pub mod elf;
 pub mod image;
 pub mod initramfs;
 pub mod keys;
 pub mod manifest;
 pub mod output;
 pub mod package;
+pub mod root_check;
 pub mod seccomp;
 pub mod verity;

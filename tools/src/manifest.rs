@@ -34,7 +34,7 @@ pub struct ManifestFile {
     gid: u32,
     #[serde(default)]
     suppl_groups: Vec<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "mounts")]
     mounts: BTreeMap<String, MountFile>,
     #[serde(default)]
     autostart: AutostartFile,
@@ -55,21 +55,60 @@ pub struct ManifestFile {
     custom: Option<toml::Table>,
 }
 
+/// The mount types, for errors.
+const MOUNT_TYPES: &str = "bind, persist, tmpfs, proc, sysfs, dev or resource";
+
+/// The `mounts` table, each entry's errors prefixed with its key: serde's own messages for
+/// an internally tagged enum name neither the mount point nor, for a `type` that is not a
+/// string, the valid types.
+fn mounts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, MountFile>, D::Error> {
+    use serde::de::Error;
+    BTreeMap::<String, toml::Value>::deserialize(d)?
+        .into_iter()
+        .map(|(target, value)| {
+            let key = format!("mounts.\"{target}\"");
+            match value.get("type") {
+                None if value.is_table() => {
+                    return Err(D::Error::custom(format!(
+                        "{key}: no `type`; use one of {MOUNT_TYPES}"
+                    )));
+                }
+                Some(t) if !t.is_str() => {
+                    return Err(D::Error::custom(format!(
+                        "{key}.type: {t} is not a mount type; use one of {MOUNT_TYPES}"
+                    )));
+                }
+                _ => {}
+            }
+            MountFile::deserialize(value)
+                .map(|m| (target, m))
+                .map_err(|e| D::Error::custom(format!("{key}: {}", e.message().trim_end())))
+        })
+        .collect()
+}
+
+/// Variants without keys are written `Persist {}` so that `deny_unknown_fields` refuses
+/// stray keys: serde ignores them for unit variants of internally tagged enums.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "lowercase",
+    deny_unknown_fields,
+    expecting = "a table with a `type`: bind, persist, tmpfs, proc, sysfs, dev or resource"
+)]
 enum MountFile {
     Bind {
         host: String,
         #[serde(default)]
         options: Vec<String>,
     },
-    Persist,
+    Persist {},
     Tmpfs {
         size: Size,
     },
-    Proc,
-    Sysfs,
-    Dev,
+    Proc {},
+    Sysfs {},
+    Dev {},
     Resource {
         name: String,
         version: String,
@@ -89,7 +128,10 @@ enum AutostartFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table: [restart] with mode = \"never\", \"on-failure\" or \"always\""
+)]
 struct RestartFile {
     mode: RestartModeFile,
     max_restarts: Option<u32>,
@@ -106,7 +148,10 @@ enum RestartModeFile {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table: [cgroups] with memory_max, memory_high, pids_max, cpu_max, cpu_weight"
+)]
 struct CgroupsFile {
     memory_max: Option<Size>,
     memory_high: Option<Size>,
@@ -116,22 +161,33 @@ struct CgroupsFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { quota_us = 50000, period_us = 100000 }"
+)]
 struct CpuMaxFile {
     quota_us: u32,
     period_us: u32,
 }
 
+/// `"new"`, `"host"` or `{ join = "NAME" }`. Untagged enums here end in an `Other` variant
+/// that takes any value, so a wrong one reaches [`lower`], which names the key and the
+/// valid forms, instead of serde's "did not match any variant of untagged enum".
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "lowercase", untagged)]
+#[serde(untagged)]
 enum NetworkFile {
     #[default]
     #[serde(skip)]
     Default,
     Mode(NetworkMode),
-    Join {
-        join: String,
-    },
+    Join(JoinFile),
+    Other(toml::Value),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinFile {
+    join: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,14 +198,20 @@ enum NetworkMode {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { soft = 256, hard = 1024 }"
+)]
 struct RlimitFile {
     soft: Option<u64>,
     hard: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table: [seccomp] with profile and [seccomp.allow]"
+)]
 struct SeccompFile {
     #[serde(default = "default_profile")]
     profile: ProfileFile,
@@ -175,7 +237,12 @@ enum AllowFile {
     Any(AnyKeyword),
     Rule(ArgRuleFile),
     Rules(Vec<ArgRuleFile>),
+    Other(toml::Value),
 }
+
+/// The forms of a `seccomp.allow` entry, for errors.
+const ALLOW_FORMS: &str = "use \"any\", a rule { index = N, values = [...] } or \
+                           { index = N, mask = M } (or both), or a list of rules";
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,7 +251,10 @@ enum AnyKeyword {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { index = 1, values = [0x5401] } or { index = 1, mask = 0xff }"
+)]
 struct ArgRuleFile {
     index: u8,
     #[serde(default)]
@@ -193,7 +263,10 @@ struct ArgRuleFile {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table: [io] with stdout and stderr"
+)]
 struct IoFile {
     #[serde(default)]
     stdout: OutputFile,
@@ -216,6 +289,7 @@ enum OutputFile {
 enum ConsoleFile {
     Full(FullKeyword),
     List(Vec<String>),
+    Other(toml::Value),
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +305,7 @@ enum FullKeyword {
 enum Size {
     Bytes(u64),
     Text(String),
+    Other(toml::Value),
 }
 
 impl Size {
@@ -238,6 +313,9 @@ impl Size {
         let text = match self {
             Size::Bytes(b) => return Ok(*b),
             Size::Text(t) => t.trim(),
+            Size::Other(v) => bail!(
+                "{key}: {v} is not a size; write bytes as a whole number, or a string with K, M or G (binary units), e.g. \"8M\""
+            ),
         };
         let digits_end = text
             .find(|c: char| !c.is_ascii_digit())
@@ -349,7 +427,10 @@ fn lower<'a>(f: &'a ManifestFile, custom: Option<&'a str>) -> Result<Manifest<'a
         network: match &f.network {
             NetworkFile::Default | NetworkFile::Mode(NetworkMode::New) => Network::New,
             NetworkFile::Mode(NetworkMode::Host) => Network::Host,
-            NetworkFile::Join { join } => Network::Join(join),
+            NetworkFile::Join(JoinFile { join }) => Network::Join(join),
+            NetworkFile::Other(v) => bail!(
+                "network: {v} is not a network mode; use \"new\", \"host\" or {{ join = \"NAME\" }}"
+            ),
         },
         capabilities: lower_capabilities(&f.capabilities)?,
         rlimits: BVec::new(),
@@ -404,11 +485,11 @@ fn lower<'a>(f: &'a ManifestFile, custom: Option<&'a str>) -> Result<Manifest<'a
 fn lower_mount<'a>(mount: &'a MountFile, key: &str) -> Result<MountKind<'a>> {
     Ok(match mount {
         MountFile::Bind { host, options } => MountKind::Bind { host, flags: flags(options, key)? },
-        MountFile::Persist => MountKind::Persist,
+        MountFile::Persist {} => MountKind::Persist,
         MountFile::Tmpfs { size } => MountKind::Tmpfs { size: size.bytes(&format!("{key}.size"))? },
-        MountFile::Proc => MountKind::Proc,
-        MountFile::Sysfs => MountKind::Sysfs,
-        MountFile::Dev => MountKind::Dev,
+        MountFile::Proc {} => MountKind::Proc,
+        MountFile::Sysfs {} => MountKind::Sysfs,
+        MountFile::Dev {} => MountKind::Dev,
         MountFile::Resource { name, version, dir, options } => MountKind::Resource {
             name,
             version: VersionReq::parse(version).map_err(|_| {
@@ -482,6 +563,7 @@ fn lower_seccomp(s: &SeccompFile) -> Result<Seccomp<'_>> {
             AllowFile::Any(AnyKeyword::Any) => vec![None],
             AllowFile::Rule(r) => vec![Some(r)],
             AllowFile::Rules(rs) => rs.iter().map(Some).collect(),
+            AllowFile::Other(v) => bail!("{key}: {}", allow_problem(v)),
         };
         for r in rules {
             let args = r.map(|r| lower_arg_rule(r, &key)).transpose()?;
@@ -489,6 +571,31 @@ fn lower_seccomp(s: &SeccompFile) -> Result<Seccomp<'_>> {
         }
     }
     Ok(Seccomp { profile, allow })
+}
+
+/// What is wrong with a `seccomp.allow` value that is none of its forms: for a table, or
+/// a list of them, what the rule table's own parser says about the first bad one.
+fn allow_problem(v: &toml::Value) -> String {
+    let rule_error = |item: &toml::Value| -> Option<String> {
+        match item {
+            toml::Value::Table(_) => ArgRuleFile::deserialize(item.clone())
+                .err()
+                .map(|e| e.message().trim_end().to_string()),
+            other => Some(format!("{other} is not a rule table")),
+        }
+    };
+    let detail = match v {
+        toml::Value::Table(_) => rule_error(v),
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| rule_error(item).map(|e| format!("rule [{i}]: {e}"))),
+        _ => None,
+    };
+    match detail {
+        Some(detail) => format!("{detail}; {ALLOW_FORMS}"),
+        None => format!("{v} is not a rule; {ALLOW_FORMS}"),
+    }
 }
 
 fn lower_arg_rule(r: &ArgRuleFile, key: &str) -> Result<ArgRule> {
@@ -515,6 +622,10 @@ fn lower_console(c: Option<&ConsoleFile>) -> Result<Permissions> {
     match c {
         None => Ok(Permissions::NONE),
         Some(ConsoleFile::Full(FullKeyword::Full)) => Ok(Permissions::ALL),
+        Some(ConsoleFile::Other(v)) => bail!(
+            "console: {v} is not a console setting; use \"full\" or a list of some of {}",
+            PERMISSION_NAMES.join(", ")
+        ),
         Some(ConsoleFile::List(names)) => names.iter().try_fold(Permissions::NONE, |acc, name| {
             let p = Permissions::from_name(name).with_context(|| {
                 format!(

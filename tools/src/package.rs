@@ -30,7 +30,8 @@ pub struct PackInput<'a> {
     pub root: &'a Path,
     /// Signing key; `None` packs an unsigned package for repositories without keys.
     pub key: Option<&'a KeyPair>,
-    /// Architecture; `None` reads it from the ELF header of `init` in the root.
+    /// Architecture; `None` reads it from the ELF header of `init` in the root. Packing
+    /// does not check the root: `npk pack` runs [`crate::root_check::check`] first.
     pub arch: Option<Arch>,
 }
 
@@ -147,41 +148,10 @@ fn compile_seccomp(manifest: &Manifest, arch: Arch) -> Result<Vec<u8>> {
     Ok(program.iter().flat_map(|i| i.encode()).collect())
 }
 
-/// Reads the architecture from the ELF header of `init` inside `root`.
+/// Reads the architecture from the ELF header of `init`, found inside `root` the way the
+/// container will find it (symlinks resolve inside the root).
 fn detect_arch(manifest: &Manifest, root: &Path) -> Result<Arch> {
-    let Some(init) = manifest.init else {
-        return Ok(Arch::Any);
-    };
-    let path = root.join(init.trim_start_matches('/'));
-    let hint = "pass --arch x86_64|aarch64|arm";
-    let mut head = [0u8; 20];
-    let n = std::fs::File::open(&path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read init {} to detect the architecture ({e}); {hint}",
-                path.display()
-            )
-        })?;
-    if n < head.len() || head[..4] != *b"\x7fELF" {
-        bail!(
-            "init {} is not an ELF executable, so its architecture is unknown; {hint}",
-            path.display()
-        );
-    }
-    let machine = match head[5] {
-        1 => u16::from_le_bytes([head[18], head[19]]),
-        _ => u16::from_be_bytes([head[18], head[19]]),
-    };
-    Arch::ALL
-        .into_iter()
-        .find(|a| a.elf_machine() == Some(machine))
-        .with_context(|| {
-            format!(
-                "init {} is for ELF machine {machine}, which nanostar does not run; {hint}",
-                path.display()
-            )
-        })
+    crate::root_check::detect_arch(manifest, root).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The part of a package that is broken, for `npk verify` and its exit code.

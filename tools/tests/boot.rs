@@ -446,7 +446,7 @@ impl Session {
         // starts a new session on the device.
         s.stream.write_all(&[0]).unwrap();
         s.send(&Message::Hello(Hello {
-            protocol_version: 1,
+            protocol_version: nanostar_protocol::console::PROTOCOL_VERSION,
             client: "boot-test",
         }));
         // Frames still on their way to a previous connection are skipped.

@@ -34,6 +34,65 @@ profile = "default"
 personality = { index = 0, values = [0xffffffff] }
 "#;
 
+/// A minimal static ELF executable: the header, one program header and, for x86_64, code
+/// that exits 0 (a `true` that needs no libraries). For other machines only the headers
+/// are right, which is all `npk pack` reads.
+fn tiny_elf(elf64: bool, machine: u16) -> Vec<u8> {
+    let (ehsize, phentsize) = if elf64 { (64, 56) } else { (52, 32) };
+    let code: &[u8] = &[0xb8, 60, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05]; // exit(0)
+    let base = 0x40_0000u64;
+    let total = (ehsize + phentsize + code.len()) as u64;
+    let mut b = vec![0u8; ehsize + phentsize];
+    b[..7].copy_from_slice(&[0x7f, b'E', b'L', b'F', if elf64 { 2 } else { 1 }, 1, 1]);
+    b[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    b[18..20].copy_from_slice(&machine.to_le_bytes());
+    b[20..24].copy_from_slice(&1u32.to_le_bytes());
+    let entry = base + (ehsize + phentsize) as u64;
+    let ph = ehsize;
+    if elf64 {
+        b[24..32].copy_from_slice(&entry.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        b[52..54].copy_from_slice(&64u16.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        b[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        b[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+        b[ph + 16..ph + 24].copy_from_slice(&base.to_le_bytes());
+        b[ph + 24..ph + 32].copy_from_slice(&base.to_le_bytes());
+        b[ph + 32..ph + 40].copy_from_slice(&total.to_le_bytes());
+        b[ph + 40..ph + 48].copy_from_slice(&total.to_le_bytes());
+        b[ph + 48..ph + 56].copy_from_slice(&0x1000u64.to_le_bytes());
+    } else {
+        b[24..28].copy_from_slice(&(entry as u32).to_le_bytes());
+        b[28..32].copy_from_slice(&52u32.to_le_bytes()); // e_phoff
+        b[40..42].copy_from_slice(&52u16.to_le_bytes());
+        b[42..44].copy_from_slice(&32u16.to_le_bytes());
+        b[44..46].copy_from_slice(&1u16.to_le_bytes());
+        b[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        b[ph + 8..ph + 12].copy_from_slice(&(base as u32).to_le_bytes());
+        b[ph + 12..ph + 16].copy_from_slice(&(base as u32).to_le_bytes());
+        b[ph + 16..ph + 20].copy_from_slice(&(total as u32).to_le_bytes());
+        b[ph + 20..ph + 24].copy_from_slice(&(total as u32).to_le_bytes());
+        b[ph + 24..ph + 28].copy_from_slice(&5u32.to_le_bytes());
+        b[ph + 28..ph + 32].copy_from_slice(&0x1000u32.to_le_bytes());
+    }
+    b.extend_from_slice(code);
+    b
+}
+
+/// A static x86_64 program that exits 0.
+fn static_true() -> Vec<u8> {
+    tiny_elf(true, 62)
+}
+
+/// Writes an executable file (mode 0755), creating its directory.
+fn write_program(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 fn npk(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_npk"))
         .args(args)
@@ -68,13 +127,13 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// A root with an ELF init (this host's `true`), a nested tree, a big file and a symlink.
+    /// A root with an ELF init (a static `true`, so the root needs no libraries), a nested
+    /// tree, a big file and a symlink.
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        fs::create_dir_all(root.join("bin")).unwrap();
         fs::create_dir_all(root.join("share/doc/deep")).unwrap();
-        fs::copy("/bin/true", root.join("bin/hello")).unwrap();
+        write_program(&root.join("bin/hello"), &static_true());
         fs::write(
             root.join("share/doc/deep/readme.txt"),
             "hello from the package\n",
@@ -415,10 +474,7 @@ fn unpack_gives_the_tree_back() {
         fs::read(out.join("share/big.bin")).unwrap(),
         fs::read(f.path("root/share/big.bin")).unwrap()
     );
-    assert_eq!(
-        fs::read(out.join("bin/hello")).unwrap(),
-        fs::read("/bin/true").unwrap()
-    );
+    assert_eq!(fs::read(out.join("bin/hello")).unwrap(), static_true());
     assert_eq!(
         fs::read_link(out.join("share/readme")).unwrap(),
         Path::new("doc/deep/readme.txt")
@@ -575,8 +631,9 @@ fn bad_manifests_and_inputs_fail_before_writing() {
         !out.status.success() && msg.contains("no_such_call") && msg.contains("x86_64"),
         "{msg}"
     );
-    // An init that is not ELF needs --arch.
+    // An init that is not ELF needs --arch (its interpreter is an ARM program).
     fs::write(f.path("root/bin/hello"), "#!/bin/sh\n").unwrap();
+    write_program(&f.path("root/bin/sh"), &tiny_elf(false, 40));
     let out = f.try_pack("manifest.toml", "x.npk", &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--arch"));
     let packed = f.try_pack("manifest.toml", "x.npk", &["--arch", "arm"]);
@@ -625,4 +682,171 @@ fn northstar_raw_keys_are_accepted() {
     ]);
     npk_ok(&["verify", &o, "--key", &f.s("raw.pub")]);
     npk_ok(&["verify", &o, "--key", &f.s("dev.pub")]);
+}
+
+#[test]
+fn the_static_true_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("true");
+    write_program(&path, &static_true());
+    assert!(Command::new(&path).status().unwrap().success());
+}
+
+#[test]
+fn keygen_creates_the_key_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let stem = dir.path().join("keys/release");
+    let out = npk_ok(&["keygen", "--out", stem.to_str().unwrap()]);
+    assert!(out.contains("release.key"), "{out}");
+    let mode = |p: &str| {
+        fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("keys/release.key"), 0o600);
+    assert!(dir.path().join("keys/release.pub").is_file());
+}
+
+impl Fixture {
+    /// `npk pack` of the root with the fixture's manifest and `extra` arguments: its exit
+    /// code and stderr, after checking that a refusal wrote nothing.
+    fn pack_result(&self, extra: &[&str]) -> (i32, String) {
+        let _ = fs::remove_file(self.path("x.npk"));
+        let out = self.try_pack("manifest.toml", "x.npk", extra);
+        let code = out.status.code().unwrap_or(-1);
+        if code != 0 {
+            assert!(
+                !self.path("x.npk").exists(),
+                "a refused pack wrote its output"
+            );
+        }
+        (code, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    #[track_caller]
+    fn refused(&self, extra: &[&str], expected: &[&str]) {
+        let (code, msg) = self.pack_result(extra);
+        assert_eq!(code, 1, "{msg}");
+        for part in expected.iter().chain(&["--no-root-check"]) {
+            assert!(msg.contains(part), "`{msg}` lacks `{part}`");
+        }
+    }
+}
+
+#[test]
+fn pack_refuses_a_root_that_cannot_run_init() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let f = Fixture::new();
+    let init = f.path("root/bin/hello");
+    fs::remove_file(&init).unwrap();
+    f.refused(&[], &["init /bin/hello is not in the root"]);
+    fs::write(&init, static_true()).unwrap();
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o644)).unwrap();
+    f.refused(&[], &["init /bin/hello is not executable", "chmod u+x"]);
+    fs::remove_file(&init).unwrap();
+    fs::create_dir(&init).unwrap();
+    f.refused(&[], &["init /bin/hello is a directory"]);
+    fs::remove_dir(&init).unwrap();
+    // A link out of the root, though this machine has what it names.
+    symlink("../../../../../../../../bin/true", &init).unwrap();
+    f.refused(
+        &["--arch", "x86_64"],
+        &["init /bin/hello leads out of the root: the symlink /bin/hello points to ../../"],
+    );
+    fs::remove_file(&init).unwrap();
+    // A script whose interpreter is missing; absolute links resolve inside the root.
+    write_program(&init, b"#!/usr/bin/env sh\n");
+    fs::create_dir_all(f.path("root/usr/bin")).unwrap();
+    symlink("/bin/env", f.path("root/usr/bin/env")).unwrap();
+    f.refused(
+        &["--arch", "x86_64"],
+        &["the interpreter /usr/bin/env of init /bin/hello is not in the root: the symlink /usr/bin/env leads to /bin/env"],
+    );
+    write_program(&f.path("root/bin/env"), &static_true());
+    let (code, msg) = f.pack_result(&["--arch", "x86_64"]);
+    assert_eq!(code, 0, "{msg}");
+    // The program's machine against --arch.
+    write_program(&init, &static_true());
+    f.refused(
+        &["--arch", "arm"],
+        &["init /bin/hello is an x86_64 program but --arch is arm"],
+    );
+    // Without --arch, init's own machine is the package's.
+    write_program(&init, &tiny_elf(true, 183));
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 0, "{msg}");
+    assert_eq!(f.inspect(&f.path("x.npk"))["arch"], "aarch64");
+}
+
+/// Copies `program` and what `ldd` says it loads (its libraries and interpreter) into
+/// `root`, at the same paths.
+fn copy_with_libraries(root: &Path, program: &str) {
+    let copy = |path: &str| {
+        let to = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(path, &to).unwrap();
+    };
+    copy(program);
+    let out = tool("ldd", &[program]);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, right)) => right.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            copy(path);
+        }
+    }
+}
+
+#[test]
+fn a_dynamic_init_needs_its_libraries_in_the_root() {
+    let f = Fixture::new();
+    fs::write(
+        f.path("manifest.toml"),
+        MANIFEST.replace("/bin/hello", "/bin/ls"),
+    )
+    .unwrap();
+    fs::copy("/bin/ls", f.path("root/bin/ls")).unwrap();
+    f.refused(
+        &[],
+        &[
+            "init /bin/ls needs, not in the root: /lib64/ld-linux-x86-64.so.2 (the interpreter)",
+            "libselinux.so.1",
+            "libc.so.6",
+            "(searched /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu, /lib, /usr/lib, /lib64, /usr/lib64)",
+        ],
+    );
+    copy_with_libraries(&f.path("root"), "/bin/ls");
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 0, "{msg}");
+    assert_eq!(f.inspect(&f.path("x.npk"))["arch"], "x86_64");
+}
+
+#[test]
+fn no_root_check_packs_a_broken_root_with_a_warning() {
+    let f = Fixture::new();
+    fs::remove_file(f.path("root/bin/hello")).unwrap();
+    f.refused(
+        &["--arch", "x86_64"],
+        &["init /bin/hello is not in the root"],
+    );
+    let (code, msg) = f.pack_result(&["--arch", "x86_64", "--no-root-check"]);
+    assert_eq!(code, 0, "{msg}");
+    assert!(msg.contains("warning: --no-root-check"), "{msg}");
+    assert_eq!(f.inspect(&f.path("x.npk"))["arch"], "x86_64");
+    let help = npk_ok(&["pack", "--help"]);
+    assert!(help.contains("--no-root-check"), "{help}");
+    // A resource package has no init to check.
+    fs::write(
+        f.path("manifest.toml"),
+        "name = \"fonts\"\nversion = \"1.0.0\"\nuid = 1000\ngid = 1000\n",
+    )
+    .unwrap();
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 0, "{msg}");
+    assert!(!msg.contains("warning"), "{msg}");
 }

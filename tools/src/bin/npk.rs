@@ -16,7 +16,7 @@ use nanostar_protocol::npk::{Arch, Trust};
 use nanostar_tools::keys::{self, hex};
 use nanostar_tools::manifest::{SourceManifest, describe, to_toml};
 use nanostar_tools::package::{self, Opened, PackInput};
-use nanostar_tools::{image, output};
+use nanostar_tools::{image, output, root_check};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -39,6 +39,15 @@ enum Command {
         out: PathBuf,
     },
     /// Pack a directory into a package, signed if --key is given.
+    ///
+    /// Before writing anything, pack checks that the root can run the manifest's `init`:
+    /// it exists (symlinks resolve inside the root), is a regular file its owner may
+    /// execute, a script's #! interpreter is there too, the ELF program is built for the
+    /// package's architecture, and a dynamically linked one finds its interpreter and every
+    /// library it needs (DT_RPATH, LD_LIBRARY_PATH from the manifest's env, DT_RUNPATH, the
+    /// root's /etc/ld.so.conf, the default and multiarch directories). Paths under the
+    /// manifest's mount points are left to the mounts. Resource packages (no `init`) are
+    /// not checked.
     Pack {
         /// The manifest (TOML).
         #[arg(long)]
@@ -55,6 +64,10 @@ enum Command {
         /// Architecture: x86_64, aarch64, arm or any. Default: read from init's ELF header.
         #[arg(long, value_parser = parse_arch)]
         arch: Option<Arch>,
+        /// Skip the checks of init, its interpreter and its libraries against the root (for
+        /// files the device provides some other way); prints a warning.
+        #[arg(long)]
+        no_root_check: bool,
     },
     /// Show a package's header and manifest.
     Inspect {
@@ -97,7 +110,8 @@ fn main() -> ExitCode {
             key,
             out,
             arch,
-        } => pack(&manifest, &root, key.as_deref(), &out, arch),
+            no_root_check,
+        } => pack(&manifest, &root, key.as_deref(), &out, arch, !no_root_check),
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Verify { file, key } => verify(&file, &key),
         Command::Unpack { file, out } => unpack(&file, &out),
@@ -133,12 +147,33 @@ fn pack(
     key: Option<&Path>,
     out: &Path,
     arch: Option<Arch>,
+    root_check: bool,
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let source = SourceManifest::read(manifest)?;
     let pair = key.map(keys::read_secret).transpose()?;
     let total = image::total_file_bytes(root)
         .with_context(|| format!("cannot read root {}", root.display()))?;
+    let arch = if root_check {
+        let checked = root_check::check(&source.manifest()?, root, arch).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n(if the device provides this some other way, --no-root-check packs without these checks)"
+            )
+        })?;
+        if !checked.unchecked.is_empty() {
+            eprintln!(
+                "npk: note: not checked, the manifest's mounts provide them at run time: {}",
+                checked.unchecked.join(", ")
+            );
+        }
+        Some(checked.arch)
+    } else {
+        eprintln!(
+            "npk: warning: --no-root-check: init, its interpreter and its libraries were not \
+             checked against the root; the package may not start"
+        );
+        arch
+    };
     let bar = if total >= PROGRESS_THRESHOLD {
         ProgressBar::new(total)
     } else {

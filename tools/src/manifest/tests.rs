@@ -340,3 +340,167 @@ fn resource_packages_carry_only_files() {
         assert!(e.contains("resource (files only)"), "`{extra}` gave `{e}`");
     }
 }
+
+/// Values of the wrong form never show serde's wording ("untagged enum", "struct
+/// RlimitFile", "variant identifier"): the message names the key and the valid forms.
+#[test]
+fn wrong_forms_name_the_key_and_the_valid_forms() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "network =",
+            "network = \"bridge\"",
+            &[
+                "network: \"bridge\" is not a network mode; use \"new\", \"host\" or { join = \"NAME\" }",
+            ],
+        ),
+        (
+            "network =",
+            "network = { join = 5 }",
+            &["network: { join = 5 } is not a network mode"],
+        ),
+        (
+            "network =",
+            "network = { join = \"blue\", via = \"x\" }",
+            &["network: { join = \"blue\", via = \"x\" } is not a network mode"],
+        ),
+        (
+            "getrandom =",
+            "getrandom = \"all\"",
+            &[
+                "seccomp.allow.getrandom: \"all\" is not a rule; use \"any\", a rule \
+                 { index = N, values = [...] } or { index = N, mask = M } (or both), or a list \
+                 of rules",
+            ],
+        ),
+        (
+            "personality =",
+            "personality = { index = 0, value = [1] }",
+            &[
+                "seccomp.allow.personality: unknown field `value`, expected one of `index`, `values`, `mask`; use \"any\"",
+            ],
+        ),
+        (
+            "personality =",
+            "personality = { values = [1] }",
+            &["seccomp.allow.personality: missing field `index`"],
+        ),
+        (
+            "ioctl =",
+            "ioctl = [{ index = 1, values = [1] }, \"x\"]",
+            &["seccomp.allow.ioctl: rule [1]: \"x\" is not a rule table; use \"any\""],
+        ),
+        (
+            "console =",
+            "console = \"all\"",
+            &[
+                "console: \"all\" is not a console setting; use \"full\" or a list of some of list, inspect",
+            ],
+        ),
+        (
+            "console =",
+            "console = [\"list\", 3]",
+            &["console: [\"list\", 3] is not a console setting"],
+        ),
+        (
+            "memory_max =",
+            "memory_max = -1",
+            &[
+                "cgroups.memory_max: -1 is not a size; write bytes as a whole number, or a string with K, M or G",
+            ],
+        ),
+        (
+            "memory_high =",
+            "memory_high = 1.5",
+            &["cgroups.memory_high: 1.5 is not a size"],
+        ),
+        (
+            "size =",
+            "size = true",
+            &["mounts.\"/tmp\".size: true is not a size"],
+        ),
+        (
+            "nofile =",
+            "nofile = 5",
+            &[
+                "nofile",
+                "expected a table like { soft = 256, hard = 1024 }",
+            ],
+        ),
+        (
+            "cpu_max =",
+            "cpu_max = 5",
+            &[
+                "cpu_max",
+                "expected a table like { quota_us = 50000, period_us = 100000 }",
+            ],
+        ),
+        (
+            "type = \"proc\"",
+            "type = \"proc\"\nhost = \"/proc\"",
+            &["mounts.\"/proc\": unknown field `host`"],
+        ),
+        (
+            "type = \"persist\"",
+            "type = \"persist\"\nsize = \"4M\"",
+            &["mounts.\"/data\": unknown field `size`"],
+        ),
+        (
+            "type = \"tmpfs\"",
+            "type = \"nfs\"",
+            &["mounts.\"/tmp\": unknown variant `nfs`, expected one of `bind`, `persist`"],
+        ),
+        (
+            "type = \"tmpfs\"",
+            "type = 5",
+            &["mounts.\"/tmp\".type: 5 is not a mount type; use one of bind, persist, tmpfs"],
+        ),
+        (
+            "type = \"tmpfs\"",
+            "kind = \"tmpfs\"",
+            &["mounts.\"/tmp\": no `type`; use one of bind, persist"],
+        ),
+        (
+            "size =",
+            "size = \"4M\"\nhost = \"/x\"",
+            &["mounts.\"/tmp\": unknown field `host`, expected `size`"],
+        ),
+    ];
+    for (key, replacement, expected) in cases {
+        let e = error_with(key, replacement);
+        for part in *expected {
+            assert!(
+                e.contains(part),
+                "error for `{replacement}` is `{e}`, which lacks `{part}`"
+            );
+        }
+        for internal in ["untagged enum", "struct ", "File", "variant identifier"] {
+            assert!(
+                !e.contains(internal),
+                "error for `{replacement}` shows `{internal}`: {e}"
+            );
+        }
+    }
+    // Whole tables of the wrong type.
+    for (text, expected) in [
+        ("restart = 5", "a table: [restart] with mode"),
+        ("io = \"log\"", "a table: [io] with stdout and stderr"),
+        ("seccomp = true", "a table: [seccomp]"),
+        ("cgroups = 1", "a table: [cgroups]"),
+        (
+            "mounts.\"/x\" = 1",
+            "mounts.\"/x\": invalid type: integer `1`, expected a table with a `type`",
+        ),
+    ] {
+        let e = SourceManifest::parse(&format!(
+            "name = \"a\"\nversion = \"0.1.0\"\ninit = \"/a\"\nuid = 1\ngid = 1\n{text}\n"
+        ))
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(e.contains(expected), "`{text}` gave `{e}`");
+        assert!(
+            !e.contains("struct") && !e.contains("File"),
+            "`{text}` gave `{e}`"
+        );
+    }
+}
