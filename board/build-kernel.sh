@@ -3,6 +3,9 @@
 #
 #   board/build-kernel.sh BOARD        BOARD: a folder name under board/ (qemu-armv7,
 #                                      qemu-aarch64) or a path to a board folder
+#   board/build-kernel.sh --deps       only install the Debian packages the builds and
+#                                      the boards need (compilers, source, QEMU); `./x`
+#                                      runs this first
 #
 # The kernel is Debian's linux-source-6.1, configured as `make tinyconfig` plus the
 # board's kernel.config fragment, built with Debian's cross compiler. Everything the
@@ -22,7 +25,8 @@
 # After `make olddefconfig` every line of the fragment is checked against the resulting
 # .config: Kconfig silently drops a symbol whose dependencies are unmet, and that must
 # fail here, not as a strange boot failure later.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "build-kernel.sh: error: line $LINENO: \`$BASH_COMMAND\` failed (exit code $?)" >&2' ERR
 
 die() {
     echo "build-kernel: error: $*" >&2
@@ -30,7 +34,63 @@ die() {
 }
 say() { echo "build-kernel: $*" >&2; }
 
-[ $# -eq 1 ] || die "usage: $0 BOARD (a folder under board/, e.g. qemu-armv7, or a path to one)"
+[ $# -eq 1 ] || die "usage: $0 BOARD (a folder under board/, e.g. qemu-armv7, or a path to one) | $0 --deps"
+
+# Build dependencies: Debian package -> a file that proves it is installed. Checked by
+# file, so the common case (all present) costs no dpkg or apt call.
+missing=()
+find_missing() {
+    local pkg file
+    missing=()
+    while read -r pkg file; do
+        [ -e "$file" ] || missing+=("$pkg")
+    done <<EOF
+linux-source-6.1 /usr/src/linux-source-6.1.tar.xz
+gcc /usr/bin/gcc
+libc6-dev /usr/include/stdio.h
+gcc-arm-linux-gnueabihf /usr/bin/arm-linux-gnueabihf-gcc
+gcc-aarch64-linux-gnu /usr/bin/aarch64-linux-gnu-gcc
+flex /usr/bin/flex
+bison /usr/bin/bison
+bc /usr/bin/bc
+libssl-dev /usr/include/openssl/ssl.h
+make /usr/bin/make
+xz-utils /usr/bin/xz
+qemu-system-arm /usr/bin/qemu-system-aarch64
+EOF
+}
+ensure_packages() {
+    find_missing
+    [ ${#missing[@]} -eq 0 ] && return
+    if [ "$(id -u)" -ne 0 ]; then
+        die "missing packages; install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}"
+    fi
+    # apt one caller at a time among nanostar's scripts (the tests build both boards'
+    # kernels at once): apt-get fails at once, not waits, when another apt holds its
+    # lock. DPkg::Lock::Timeout makes it wait for anyone else's apt.
+    local lock_dir=/run/lock lock_fd
+    [ -d "$lock_dir" ] || lock_dir=/tmp
+    exec {lock_fd}>>"$lock_dir/nanostar-apt.lock"
+    if ! flock -n "$lock_fd"; then
+        say "waiting for another apt-get (lock $lock_dir/nanostar-apt.lock)"
+        flock "$lock_fd"
+    fi
+    find_missing # the one we waited for may have installed them
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        apt-get update -qq -o DPkg::Lock::Timeout=600 >&2 || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            -o DPkg::Lock::Timeout=600 "${missing[@]}" >&2 ||
+            die "apt-get install ${missing[*]} failed"
+        find_missing
+        [ ${#missing[@]} -eq 0 ] || die "still missing after apt-get install: ${missing[*]}"
+    fi
+    exec {lock_fd}>&-
+}
+if [ "$1" = --deps ]; then
+    ensure_packages
+    exit 0
+fi
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 script="$script_dir/$(basename "${BASH_SOURCE[0]}")"
@@ -66,34 +126,6 @@ arch=$(kernel_key arch)
 cross=$(kernel_key cross_compile)
 image=$(kernel_key image)
 
-# Build dependencies: Debian package -> a file that proves it is installed. Checked by
-# file, so the common case (all present) costs no dpkg or apt call.
-ensure_packages() {
-    local -a missing=()
-    local pkg file
-    while read -r pkg file; do
-        [ -e "$file" ] || missing+=("$pkg")
-    done <<EOF
-linux-source-6.1 /usr/src/linux-source-6.1.tar.xz
-gcc-arm-linux-gnueabihf /usr/bin/arm-linux-gnueabihf-gcc
-gcc-aarch64-linux-gnu /usr/bin/aarch64-linux-gnu-gcc
-flex /usr/bin/flex
-bison /usr/bin/bison
-bc /usr/bin/bc
-libssl-dev /usr/include/openssl/ssl.h
-make /usr/bin/make
-xz-utils /usr/bin/xz
-qemu-system-arm /usr/bin/qemu-system-aarch64
-EOF
-    [ ${#missing[@]} -eq 0 ] && return
-    if [ "$(id -u)" -ne 0 ]; then
-        die "missing packages; install them with: sudo apt-get install -y --no-install-recommends ${missing[*]}"
-    fi
-    say "installing ${missing[*]}"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
-        die "apt-get install ${missing[*]} failed"
-}
 ensure_packages
 command -v "${cross}gcc" >/dev/null || die "${cross}gcc not found (board.toml [kernel] cross_compile = \"$cross\")"
 

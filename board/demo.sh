@@ -24,7 +24,8 @@
 #     running, the whole demo.
 # The board's serial console is shown throughout, each line marked `board │` with the
 # host's time since QEMU started.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "demo.sh: error: line $LINENO: \`$BASH_COMMAND\` failed (exit code $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 repo=$PWD
 demo_start=$(date +%s.%N)
@@ -75,15 +76,15 @@ client=$repo/target/x86_64-unknown-linux-musl/release/nanostar
 note "runtime: $runtime ($(stat -c %s "$runtime") bytes, static, no libc)"
 
 say "The $board kernel (board/build-kernel.sh; the first build takes a few minutes)"
-kernel=$("$runner" kernel "$board" | tail -n1)
+kernel=$("$runner" kernel "$board" | tail -n1) || die "the $board kernel build failed (see above)"
 note "$kernel"
 
 say "Debian's busybox-static for $arch (board/fetch-busybox.sh), the demo's signing key"
-busybox=$(board/fetch-busybox.sh "$arch" | tail -n1)
+busybox=$(board/fetch-busybox.sh "$arch" | tail -n1) || die "board/fetch-busybox.sh $arch failed (see above)"
 note "$busybox"
 mkdir -p "$cache/demo"
 if [ ! -f "$cache/demo/demo.key" ]; then
-    "$npk" keygen --out "$cache/demo/demo" >/dev/null
+    "$npk" keygen --out "$cache/demo/demo" >/dev/null || die "npk keygen --out $cache/demo/demo failed"
 fi
 key=$cache/demo/demo.key
 pub=$cache/demo/demo.pub
@@ -113,7 +114,8 @@ say "Packing and signing the examples (examples/pack.sh: each root plus busybox,
 NPK=$npk examples/pack.sh --arch "$arch" --key "$key" --busybox "$busybox" --out "$work/packages" \
     2> >(sed "s/^/  /") >"$work/packages.txt"
 sleep 0.1
-NPK=$npk examples/pack.sh --arch "$arch" --busybox "$busybox" --out "$work/unsigned" hello >/dev/null 2>&1
+NPK=$npk examples/pack.sh --arch "$arch" --busybox "$busybox" --out "$work/unsigned" hello >/dev/null 2>"$work/unsigned.err" ||
+    { cat "$work/unsigned.err" >&2; die "packing the unsigned hello failed"; }
 pkg() { grep "/$1-[0-9]" "$work/packages.txt"; }
 
 say "One package up close: npk inspect (header) and npk verify (signature, manifest, seccomp, image, hash tree)"
@@ -125,7 +127,7 @@ printf '%s$ npk verify hello-0.1.0.npk --key demo.pub%s\n' "$bold" "$reset"
 # ---- the board ----
 sock=$work/hvc.sock
 disk=$work/disk.img
-"$runner" disk --out "$disk" --size 64 2>/dev/null
+"$runner" disk --out "$disk" --size 64 2>"$work/disk.err" || { cat "$work/disk.err" >&2; die "cannot make the data disk"; }
 log=
 
 # The serial console: into $log, and to the terminal marked as the board's.

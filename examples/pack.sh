@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Packs (and signs) the example packages for a board's architecture.
+# Packs (and signs) the example packages for a board's architecture, or for this host's.
 #
-#   examples/pack.sh --arch arm|aarch64 --out DIR [--key KEY] [--busybox PATH] [NAME...]
+#   examples/pack.sh --arch arm|aarch64|x86_64 --out DIR [--key KEY] [--busybox PATH] [NAME...]
 #
+# --arch: arm (qemu-armv7), aarch64 (qemu-aarch64) or x86_64 (the runtime on this host,
+# README's "The runtime binary"; busybox from Debian's amd64 busybox-static).
 # NAME: folders under examples/ (default: every folder with a manifest.toml). Each package
 # is packed from a staging copy of examples/NAME/root: when examples/NAME/applets exists,
 # Debian's static busybox for the architecture goes in as /bin/busybox (from
@@ -10,13 +12,14 @@
 # (one a line) becomes a /bin/APPLET symlink to it. The binary is never committed.
 # Without --key the packages are unsigned (for a keyless repository). Prints the path of
 # each package written. Uses target/release/npk, building it if needed ($NPK overrides).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "pack.sh: error: line $LINENO: \`$BASH_COMMAND\` failed (exit code $?)" >&2' ERR
 
 die() {
     echo "pack: error: $*" >&2
     exit 1
 }
-usage="usage: $0 --arch arm|aarch64 --out DIR [--key KEY] [--busybox PATH] [NAME...]"
+usage="usage: $0 --arch arm|aarch64|x86_64 --out DIR [--key KEY] [--busybox PATH] [NAME...]"
 
 examples=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$examples")
@@ -34,8 +37,8 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$arch" ] && [ -n "$out" ] || die "$usage"
 case "$arch" in
-arm | aarch64) ;;
-*) die "--arch must be arm or aarch64 (the boards' architectures), not $arch" ;;
+arm | aarch64 | x86_64) ;;
+*) die "--arch must be arm or aarch64 (the boards' architectures) or x86_64 (this host's), not $arch" ;;
 esac
 if [ ${#names[@]} -eq 0 ]; then
     for m in "$examples"/*/manifest.toml; do
@@ -48,8 +51,9 @@ if [ -z "${NPK:-}" ]; then
     (cd "$repo" && cargo build --release --quiet -p nanostar-tools --bin npk) || die "cannot build npk"
 fi
 [ -x "$npk" ] || die "no npk at $npk"
+[ -z "$busybox" ] || [ -f "$busybox" ] || die "--busybox $busybox: no such file"
 
-mkdir -p "$out"
+mkdir -p "$out" || die "cannot create $out"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 for name in "${names[@]}"; do

@@ -4,7 +4,8 @@
 # same run, back to back and after an idle pause; and the private memory of a running
 # container's init.
 # Usage: tools/bench-containers.sh [runs] [pause_ms]   (medians of `runs`, default 100)
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "bench-containers.sh: error: line $LINENO: \`$BASH_COMMAND\` failed (exit code $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 runs=${1:-100}
 pause_ms=${2:-200}
@@ -32,7 +33,13 @@ CONF
 unshare --mount --propagation private --pid --fork --kill-child \
     "$bin" run "$work/nanostar.conf" 2>"$work/runtime.log" &
 pid=$!
-while [ ! -S "$work/run/console" ]; do sleep 0.01; done
+# Until the console serves (bounded; a runtime that died says why in its log).
+for _ in $(seq 500); do
+    "$bin" --socket "$work/run/console" list >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/runtime.log" >&2; echo "bench-containers: the runtime ended" >&2; exit 1; }
+    sleep 0.01
+done
+"$bin" --socket "$work/run/console" list >/dev/null || { cat "$work/runtime.log" >&2; exit 1; }
 nb="$bin --socket $work/run/console"
 
 # The probe in a package with the host's network (the budget's case) and no mounts.

@@ -3,7 +3,8 @@
 # run: idle RSS with 0 and 100 installed packages, and the install of a 16 MiB NPK through
 # the socket against `cp` + `sync` of the same file.
 # Usage: tools/bench-runtime.sh [runs]   (median of `runs`, default 5)
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "bench-runtime.sh: error: line $LINENO: \`$BASH_COMMAND\` failed (exit code $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 cargo build --release --quiet --bin npk
@@ -28,7 +29,14 @@ CONF
 start() {
     unshare --mount --propagation private "$bin" run "$work/nanostar.conf" 2>"$work/runtime.log" &
     pid=$!
-    while [ ! -S "$work/run/console" ]; do sleep 0.01; done
+    # Until the console's socket is there (bounded; no request, so the idle figure is of
+    # a runtime that has served nobody yet; one that died says why in its log).
+    for _ in $(seq 500); do
+        [ -S "$work/run/console" ] && break
+        kill -0 "$pid" 2>/dev/null || { cat "$work/runtime.log" >&2; echo "bench-runtime: the runtime ended" >&2; exit 1; }
+        sleep 0.01
+    done
+    [ -S "$work/run/console" ] || { cat "$work/runtime.log" >&2; echo "bench-runtime: no console socket after 5 s" >&2; exit 1; }
     # unshare execs the runtime, so $pid is the runtime itself.
 }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }

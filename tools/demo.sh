@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Demo of the package tool: make a key, pack and sign the example, inspect it, verify it,
-# show that a flipped byte is caught, and unpack it. Run through `./x demo`.
-set -euo pipefail
+# show that a flipped byte is caught, and unpack it (no board; the board demo is
+# `./x demo`). The example is packed by examples/pack.sh, which adds Debian's static
+# busybox for ARM (its /bin/sh; the first run, as root, downloads it).
+set -Eeuo pipefail
+trap 'echo "tools/demo.sh: error: line $LINENO: \`$BASH_COMMAND\` failed (exit code $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin npk
 npk=$PWD/target/release/npk
@@ -11,8 +14,7 @@ trap 'rm -rf "$work"' EXIT
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 step "$npk" keygen --out "$work/demo"
-step "$npk" pack --manifest examples/hello/manifest.toml --root examples/hello/root \
-    --key "$work/demo.key" --arch arm --out "$work"
+step env NPK="$npk" examples/pack.sh --arch arm --key "$work/demo.key" --out "$work" hello
 step "$npk" inspect "$work/hello-0.1.0.npk"
 step "$npk" verify "$work/hello-0.1.0.npk" --key "$work/demo.pub"
 

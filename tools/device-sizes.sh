@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the stripped static `nanostar` for every device target and reports its size
 # against the budget (DESIGN.md: <= 128 KiB on ARMv7, all features).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "device-sizes.sh: error: line $LINENO: \`$BASH_COMMAND\` failed (exit code $?)" >&2' ERR
 cd "$(dirname "$0")/.."
 budget=$((128 * 1024))
 for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
