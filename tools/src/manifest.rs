@@ -338,6 +338,50 @@ impl Size {
     }
 }
 
+/// A TOML error message in the manifest's words: serde names Rust types (`expected u32`),
+/// which mean nothing to someone writing a manifest.
+fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 9] = [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "expected u64",
+            "expected a whole number from 0 to 18446744073709551615",
+        ),
+        ("expected usize", "expected a whole number from 0"),
+        (
+            "expected i32",
+            "expected a whole number from -2147483648 to 2147483647",
+        ),
+        ("expected i64", "expected a whole number"),
+        ("expected bool", "expected true or false"),
+        (
+            "wanted string or table",
+            "expected a string or a table (see docs/manifest.md)",
+        ),
+    ];
+    let mut text = message.to_string();
+    for (rust, plain) in WORDS {
+        // Whole words only: `expected u32` is not the start of `expected u32x`.
+        let mut from = 0;
+        while let Some(at) = text[from..].find(rust).map(|i| i + from) {
+            let end = at + rust.len();
+            let whole = !text[end..].starts_with(|c: char| c.is_ascii_alphanumeric());
+            if whole {
+                text.replace_range(at..end, plain);
+                from = at + plain.len();
+            } else {
+                from = end;
+            }
+        }
+    }
+    text
+}
+
 /// A parsed and checked manifest file that can lend out a protocol [`Manifest`].
 pub struct SourceManifest {
     file: ManifestFile,
@@ -347,8 +391,8 @@ pub struct SourceManifest {
 impl SourceManifest {
     /// Parses TOML text; syntax and type errors name the line and the key.
     pub fn parse(text: &str) -> Result<SourceManifest> {
-        let file: ManifestFile =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let file: ManifestFile = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}", plain_words(e.to_string().trim_end())))?;
         let custom_text = file
             .custom
             .as_ref()

@@ -504,3 +504,29 @@ fn wrong_forms_name_the_key_and_the_valid_forms() {
         );
     }
 }
+
+#[test]
+fn type_errors_speak_of_numbers_not_rust_types() {
+    let base = "name = \"x\"\nversion = \"1.0.0\"\n";
+    for (extra, want) in [
+        (
+            "uid = \"x\"\ngid = 1\n",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "uid = 1\ngid = -1\n",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "uid = 1\ngid = 1\nautostart = true\n",
+            "expected a string or a table",
+        ),
+    ] {
+        let Err(e) = SourceManifest::parse(&format!("{base}{extra}")) else {
+            panic!("{extra}: accepted");
+        };
+        let e = format!("{e:#}");
+        assert!(e.contains(want), "{extra}: {e}");
+        assert!(!e.contains(" u32") && !e.contains("wanted"), "{extra}: {e}");
+    }
+}
