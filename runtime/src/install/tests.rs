@@ -207,7 +207,8 @@ fn a_replacing_install_takes_the_old_files_place() {
     // Another build of the same name and version (different content).
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("other"), b"new build").unwrap();
-    let source = SourceManifest::parse("name = \"app\"\nversion = \"2.0.0\"\n").unwrap();
+    let source =
+        SourceManifest::parse("name = \"app\"\nversion = \"2.0.0\"\nuid = 1\ngid = 1\n").unwrap();
     let input = PackInput {
         manifest: &source,
         root: root.path(),

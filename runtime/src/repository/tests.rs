@@ -225,9 +225,11 @@ fn packages_for_another_architecture_are_skipped() {
         Arch::Arm
     };
     let root = tempfile::tempdir().unwrap();
-    let source =
-        SourceManifest::parse("name = \"far\"\nversion = \"1.0.0\"\ninit = \"/bin/app\"\n")
-            .unwrap();
+    std::fs::write(root.path().join("data.txt"), "far").unwrap();
+    let source = SourceManifest::parse(
+        "name = \"far\"\nversion = \"1.0.0\"\ninit = \"/bin/app\"\nuid = 1\ngid = 1\n",
+    )
+    .unwrap();
     let input = PackInput {
         manifest: &source,
         root: root.path(),

@@ -61,9 +61,48 @@ pub fn probe_binaries() -> &'static [PathBuf] {
     BINARIES.get_or_init(|| build_for_devices("nanostar-probe", "probe"))
 }
 
+/// The x86_64 device build with its symbol table (not stripped), for checks that look
+/// at symbols; built once into its own target directory.
+pub fn unstripped_x86_64_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let target_dir = workspace().join("target/device-tests-symbols");
+        let target = TARGETS[0];
+        let out = Command::new(env!("CARGO"))
+            .current_dir(workspace())
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("CARGO_PROFILE_RELEASE_STRIP", "false")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "nanostar",
+                "--bin",
+                "nanostar",
+                "--target",
+                target,
+            ])
+            .output()
+            .expect("run cargo");
+        assert!(
+            out.status.success(),
+            "building the unstripped nanostar failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target_dir.join(target).join("release/nanostar")
+    })
+}
+
 /// The x86_64 device build, which runs on this host.
 pub fn x86_64_binary() -> &'static Path {
     &device_binaries()[0]
+}
+
+/// Whether the running kernel has device-mapper, from its own list of misc devices: a
+/// `/dev/mapper/control` node proves nothing (`veritysetup` leaves one behind).
+pub fn kernel_has_device_mapper() -> bool {
+    std::fs::read_to_string("/proc/misc")
+        .is_ok_and(|misc| misc.lines().any(|l| l.trim().ends_with(" device-mapper")))
 }
 
 pub fn is_root() -> bool {
