@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the stripped static `nanostar` for every device target and reports its size
-# against the budget (DESIGN.md: <= 128 KiB on ARMv7, all features).
+# against the budget (docs/design.md: <= 128 KiB on ARMv7, all features).
 set -Eeuo pipefail
 trap 'echo "device-sizes.sh: error: line $LINENO: \`$BASH_COMMAND\` failed (exit code $?)" >&2' ERR
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-//! Containers (DESIGN.md decision 10): the runtime forks a small init into new PID, mount,
+//! Containers (docs/design.md, decision 10): the runtime forks a small init into new PID, mount,
 //! IPC, UTS and (usually) network namespaces; init sets up the container's file system,
 //! forks the app, which drops its privileges and execs the package's `init`, and then
 //! reaps, forwards signals and reports how the app ended.

@@ -1,5 +1,5 @@
 //! Installing a package into a repository so that a power cut at any moment leaves either
-//! the old state or the new one (DESIGN.md decision 14):
+//! the old state or the new one (docs/design.md, decision 14):
 //!
 //! 1. the bytes go into `.tmp-N` in the repository directory (removed at start-up if the
 //!    runtime died meanwhile), never past the announced size or the repository's limit;

@@ -1,5 +1,5 @@
 //! The nanostar device runtime as a library; `src/main.rs` is the `nanostar` binary. One
-//! static binary, `no_std`, no libc, no allocator, no threads (DESIGN.md decision 1).
+//! static binary, `no_std`, no libc, no allocator, no threads (docs/design.md, decision 1).
 //!
 //! Device targets (`.cargo/config.toml` sets `--cfg nanostar_device` for them) get our own
 //! `_start` and no std. Host builds (`cargo build`, `cargo test` on the workspace) are an

@@ -1,4 +1,4 @@
-//! Mounting a package's squashfs image read-only (DESIGN.md decision 8; the exact loop and
+//! Mounting a package's squashfs image read-only (docs/design.md, decision 8; the exact loop and
 //! verity setup is in `docs/npk-format.md`, "Hash tree").
 //!
 //! - A free loop device from `/dev/loop-control` (the kernel creates one when none is free)

@@ -1,4 +1,4 @@
-//! The runtime's one event loop (DESIGN.md decision 2): the console socket and its clients
+//! The runtime's one event loop (docs/design.md, decision 2): the console socket and its clients
 //! (and the console device, when configured), signals through a `signalfd` (SIGCHLD reaps
 //! containers), containers' report and output pipes, install deadlines and container
 //! timers, on one epoll set. Nothing blocks: every descriptor is non-blocking, an install

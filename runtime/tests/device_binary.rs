@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use common::{TARGETS, device_binaries, x86_64_binary};
 
-/// Regression ceiling for the stripped binary. DESIGN.md's budget is 128 KiB, which the
+/// Regression ceiling for the stripped binary. docs/design.md's budget is 128 KiB, which the
 /// build does not meet (about 300 KiB on ARMv7 and x86_64, 280 KiB on aarch64, with
 /// containers, PID-1 mode and the client; see the issue notes for where the bytes go);
 /// this only catches growth.
@@ -41,7 +41,7 @@ fn device_builds_are_static_without_libc() {
             "{target}: asks for an interpreter"
         );
         assert!(!text.contains(".symtab"), "{target}: not stripped");
-        // DESIGN.md's budget is 128 KiB on ARMv7 with all features; the console server and
+        // docs/design.md's budget is 128 KiB on ARMv7 with all features; the console server and
         // client put the binary above it (see tools/device-sizes.sh and the issue notes).
         // This ceiling stops further growth while the size work is open.
         assert!(

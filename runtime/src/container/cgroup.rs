@@ -1,4 +1,4 @@
-//! A container's cgroup v2 directory (DESIGN.md decision 12): `ROOT/NAME`, made before
+//! A container's cgroup v2 directory (docs/design.md, decision 12): `ROOT/NAME`, made before
 //! the container starts (which is cloned straight into it), with the manifest's limits
 //! written first; `cgroup.kill` ends everything in it at once, and it is removed when the
 //! container is gone.

@@ -1,4 +1,4 @@
-//! Each container's output in a fixed-size ring (DESIGN.md decision 13): bounded RAM, no
+//! Each container's output in a fixed-size ring (docs/design.md, decision 13): bounded RAM, no
 //! flash wear. Readers keep a cursor into the stream of all bytes ever written; a reader
 //! that falls more than a ring behind is told how many bytes it lost.
 

@@ -1,7 +1,7 @@
 //! Process creation and the calls a container's setup needs that rustix does not have:
 //! `clone3` (new namespaces, a pidfd, straight into a cgroup), `close_range`, and
 //! `seccomp`. Without threads and without an allocator the runtime may fork directly
-//! (DESIGN.md decision 2): the child gets a copy of the whole process and nothing in it
+//! (docs/design.md, decision 2): the child gets a copy of the whole process and nothing in it
 //! can be half-updated by another thread.
 
 use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

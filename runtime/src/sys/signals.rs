@@ -1,5 +1,5 @@
 //! Signals as file descriptors: block them, then read them from a `signalfd` in the event
-//! loop (DESIGN.md decision 2). rustix has neither call, so both are raw syscalls here.
+//! loop (docs/design.md, decision 2). rustix has neither call, so both are raw syscalls here.
 
 use rustix::fd::{AsFd, FromRawFd, OwnedFd};
 use rustix::io::Errno;
