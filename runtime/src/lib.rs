@@ -18,6 +18,7 @@
 //! - [`limits`]: every capacity, in one place.
 #![cfg_attr(nanostar_device, no_std)]
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;

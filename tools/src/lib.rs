@@ -10,6 +10,10 @@
 //! - [`keys`]: Ed25519 key files.
 //! - [`initramfs`]: newc cpio archives for booting a board.
 //! - [`board`]: QEMU boards: kernel, boot and the guest's verdict (`nanostar-board`).
+//!
+//! No unsafe code (only tests call libc directly, to make the files and processes they
+//! check).
+#![cfg_attr(not(test), forbid(unsafe_code))]
 
 pub mod board;
 pub mod elf;

@@ -166,8 +166,10 @@ pub fn env() -> impl Iterator<Item = &'static [u8]> {
         if entry.is_null() {
             return None;
         }
-        // SAFETY: see above; the string lives on the initial stack for the whole process.
+        // SAFETY: `entry` was not the NULL, so the next slot is still inside the array.
         next = unsafe { next.add(1) };
+        // SAFETY: `entry` is a NUL-terminated string on the initial stack, which lives
+        // (and is never blanked: only the argument area is) for the whole process.
         Some(unsafe { CStr::from_ptr(entry) }.to_bytes())
     })
 }

@@ -2,6 +2,7 @@
 //! without libc must provide, raw syscalls rustix does not expose, and the panic handler.
 //! Every `unsafe` block says why it is sound.
 #![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod dm;
 #[cfg(nanostar_device)]

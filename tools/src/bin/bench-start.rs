@@ -4,6 +4,7 @@
 //! `tools/bench-containers.sh`, which sets up a runtime with the probe installed.
 //!
 //! Usage: bench-start SOCKET PACKAGE PROBE RUNS PAUSE_MS RUNTIME_PID
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -4,6 +4,7 @@
 //! The guest reports its result by printing `nanostar-verdict: pass` (or
 //! `nanostar-verdict: fail REASON`) on the console, then powering off; with
 //! `--poweroff-ok` a clean power-off alone passes (the runtime as PID 1 prints no verdict).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

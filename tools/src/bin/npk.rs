@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 any other error; 2 bad command line; and for `verify`, the
 //! broken part: 3 header, 4 signature, 5 manifest, 6 seccomp, 7 image, 8 hash tree.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
