@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod ids;
 pub mod message;
 
 pub use error::{Error, PackageError, SetupStep, Table, Violation};

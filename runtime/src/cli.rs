@@ -11,9 +11,10 @@ use core::fmt;
 use heapless::Vec;
 use nanostar_protocol::npk::PublicKey;
 
-use crate::commands::{Json, say, warn};
+use crate::commands::Json;
 use crate::config;
 use crate::limits::{MAX_CONFIG_LEN, MAX_PATH_LEN, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
+use crate::out::{say, warn};
 use crate::repository::{self, Leftovers, Packages, ScanEvent};
 
 /// Exit code of a usage error.
@@ -444,40 +445,10 @@ fn print_command_help(spec: &Spec) -> u8 {
     0
 }
 
-/// Reads and parses the configuration at `path` into `buf`, or says why not.
-pub(crate) fn load_config<'b>(
-    path: &str,
-    buf: &'b mut [u8; MAX_CONFIG_LEN],
-) -> Option<config::Config<'b>> {
-    let text = match crate::fs::read_to_buf(path.as_bytes(), buf) {
-        Ok(bytes) => match core::str::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(_) => {
-                warn(format_args!(
-                    "nanostar: {path}: {}",
-                    config::ConfigError::new(0, config::Problem::File)
-                ));
-                return None;
-            }
-        },
-        Err(e) => {
-            warn(format_args!("nanostar: {path}: {e}"));
-            return None;
-        }
-    };
-    match config::parse(text) {
-        Ok(cfg) => Some(cfg),
-        Err(e) => {
-            warn(format_args!("nanostar: {path}: {e}"));
-            None
-        }
-    }
-}
-
 /// `nanostar run CONFIG`: serves until SIGTERM, SIGINT or a shutdown request.
 fn run_runtime(path: &str) -> u8 {
     let mut buf = [0u8; MAX_CONFIG_LEN];
-    let Some(cfg) = load_config(path, &mut buf) else {
+    let Some(cfg) = config::load(path, &mut buf) else {
         return 1;
     };
     match crate::server::run(&cfg) {
@@ -496,7 +467,7 @@ fn run_runtime(path: &str) -> u8 {
 fn check_config(path: &[u8]) -> u8 {
     let shown = core::str::from_utf8(path).unwrap_or("<config>");
     let mut buf = [0u8; MAX_CONFIG_LEN];
-    let Some(cfg) = load_config(shown, &mut buf) else {
+    let Some(cfg) = config::load(shown, &mut buf) else {
         return 1;
     };
     // Every key file first: a broken one is a configuration error.

@@ -39,6 +39,7 @@ use crate::client::{
     SignalText, StepText, Subject, Uptime, error_code, parse_signal, signal_name, state_name,
 };
 use crate::out::Writer;
+use crate::out::{say, warn};
 
 /// Where the runtime listens unless `--socket` or `NANOSTAR_SOCKET` says otherwise (as in
 /// `docs/config.md`).
@@ -49,20 +50,6 @@ pub const DEFAULT_REPOSITORY: &str = "default";
 const REFUSED: u8 = 1;
 const USAGE: u8 = cli::USAGE;
 const UNREACHABLE: u8 = 3;
-
-/// A line on stdout. One small function instead of `outln!`'s expansion at every call.
-pub(crate) fn say(line: fmt::Arguments) {
-    let mut w = Writer::stdout();
-    let _ = w.write_fmt(line);
-    let _ = w.write_str("\n");
-}
-
-/// A line on stderr.
-pub(crate) fn warn(line: fmt::Arguments) {
-    let mut w = Writer::stderr();
-    let _ = w.write_fmt(line);
-    let _ = w.write_str("\n");
-}
 
 /// Options before or after the command words.
 struct Options<'a> {

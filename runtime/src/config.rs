@@ -641,5 +641,35 @@ fn add_console_rule(
         .map_err(|_| at(line, Problem::TooMany))
 }
 
+/// Reads and parses the configuration at `path` into `buf`, or says why not.
+pub fn load<'b>(
+    path: &str,
+    buf: &'b mut [u8; crate::limits::MAX_CONFIG_LEN],
+) -> Option<Config<'b>> {
+    let text = match crate::fs::read_to_buf(path.as_bytes(), buf) {
+        Ok(bytes) => match core::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => {
+                crate::out::warn(format_args!(
+                    "nanostar: {path}: {}",
+                    ConfigError::new(0, Problem::File)
+                ));
+                return None;
+            }
+        },
+        Err(e) => {
+            crate::out::warn(format_args!("nanostar: {path}: {e}"));
+            return None;
+        }
+    };
+    match parse(text) {
+        Ok(cfg) => Some(cfg),
+        Err(e) => {
+            crate::out::warn(format_args!("nanostar: {path}: {e}"));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -140,3 +140,20 @@ fn remove_at(dir: &impl rustix::fd::AsFd, name: &CStr, depth: usize) -> Result<(
     }
     rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
 }
+
+/// `mkdir -p` for an absolute path.
+pub fn create_dirs(path: &str) -> Result<(), Errno> {
+    let mut buf = [0u8; MAX_PATH_LEN + 1];
+    for (i, _) in path
+        .match_indices('/')
+        .skip(1)
+        .chain(core::iter::once((path.len(), "")))
+    {
+        let dir = c_path(&path[..i], &mut buf).map_err(|_| Errno::NAMETOOLONG)?;
+        match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -14,6 +14,7 @@
 //! - [`server`]: the event loop serving the console; [`container`]: containers.
 //! - [`pid1`]: the board's init.
 //! - [`cli`]: the command line; [`commands`] and [`client`]: talking to a running runtime.
+//! - [`text`]: words for people about the runtime's answers (client and log lines).
 //! - [`out`], [`fs`]: buffered text output, small file reads.
 //! - [`limits`]: every capacity, in one place.
 #![cfg_attr(nanostar_device, no_std)]
@@ -34,6 +35,7 @@ pub mod pid1;
 pub mod repository;
 pub mod server;
 pub mod sys;
+pub mod text;
 
 /// Called by the entry point with the process's arguments in place; returns the exit code.
 pub fn start() -> u8 {

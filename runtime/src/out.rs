@@ -75,3 +75,17 @@ macro_rules! errln {
         let _ = core::fmt::Write::write_str(&mut w, "\n");
     }};
 }
+
+/// A line on stdout. One small function instead of `outln!`'s expansion at every call.
+pub fn say(line: fmt::Arguments) {
+    let mut w = Writer::stdout();
+    let _ = fmt::Write::write_fmt(&mut w, line);
+    let _ = fmt::Write::write_str(&mut w, "\n");
+}
+
+/// A line on stderr.
+pub fn warn(line: fmt::Arguments) {
+    let mut w = Writer::stderr();
+    let _ = fmt::Write::write_fmt(&mut w, line);
+    let _ = fmt::Write::write_str(&mut w, "\n");
+}

@@ -97,7 +97,7 @@ pub fn run(config_path: &str) -> ! {
         }
     }
     let mut buf = [0u8; crate::limits::MAX_CONFIG_LEN];
-    match crate::cli::load_config(config_path, &mut buf) {
+    match crate::config::load(config_path, &mut buf) {
         Some(config) => serve(&config),
         None => errln!("nanostar: no usable configuration; powering off"),
     }
@@ -153,7 +153,7 @@ fn serve(config: &Config) {
 /// then runs without persistence, which it says).
 fn mount_data<'c>(config: &Config<'c>, device: &str) -> Option<&'c str> {
     let target = config.data_mount;
-    if let Err(e) = crate::server::create_dirs(target) {
+    if let Err(e) = crate::fs::create_dirs(target) {
         errln!(
             "nanostar: cannot create {target}: {}",
             crate::fs::errno_text(e)

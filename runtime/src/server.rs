@@ -372,23 +372,6 @@ fn lock_run_dir(run_dir: &str) -> Result<OwnedFd, StartError> {
     Ok(fd)
 }
 
-/// `mkdir -p` for an absolute path.
-pub(crate) fn create_dirs(path: &str) -> Result<(), Errno> {
-    let mut buf = [0u8; MAX_PATH_LEN + 1];
-    for (i, _) in path
-        .match_indices('/')
-        .skip(1)
-        .chain(core::iter::once((path.len(), "")))
-    {
-        let dir = fs::c_path(&path[..i], &mut buf).map_err(|_| Errno::NAMETOOLONG)?;
-        match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 fn now() -> Timespec {
     rustix::time::clock_gettime(ClockId::Monotonic)
 }
@@ -451,14 +434,14 @@ impl<'c> Runtime<'c> {
             }
             let _ = keys.push(repo_keys);
         }
-        create_dirs(config.run_dir).map_err(StartError::Directory)?;
+        fs::create_dirs(config.run_dir).map_err(StartError::Directory)?;
         // Before anything of the run directory, the socket or a repository is touched.
         let lock = lock_run_dir(config.run_dir)?;
         for dir in [config.data_dir]
             .into_iter()
             .chain(config.repositories.iter().map(|r| r.dir))
         {
-            create_dirs(dir).map_err(StartError::Directory)?;
+            fs::create_dirs(dir).map_err(StartError::Directory)?;
         }
         if let Some(root) = config.cgroup
             && let Err(e) = cgroup::prepare_root(root)
@@ -1537,7 +1520,7 @@ impl<'c> Runtime<'c> {
         let target_str = target
             .to_str()
             .map_err(|_| Error::Io(Errno::INVAL.raw_os_error() as u16))?;
-        create_dirs(target_str).map_err(io_error)?;
+        fs::create_dirs(target_str).map_err(io_error)?;
         let mut node_dir = [0u8; MAX_PATH_LEN + 1];
         let node_dir = fs::c_path(self.config.run_dir, &mut node_dir)
             .map_err(|_| Error::Io(Errno::NAMETOOLONG.raw_os_error() as u16))?;
@@ -1622,7 +1605,7 @@ impl<'c> Runtime<'c> {
                     "nanostar: cannot unmount {} {}: {}",
                     entry.name,
                     entry.version,
-                    crate::client::error_text(&e)
+                    crate::text::error_text(&e)
                 );
             }
         }

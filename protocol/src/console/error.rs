@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::message::PackageId;
+use super::ids::PackageId;
 use crate::npk::{ContentError, HeaderError};
 
 /// Why a request failed.

@@ -14,6 +14,7 @@ use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, PackageError};
+pub use super::ids::PackageId;
 use crate::limits::*;
 use crate::npk::manifest::{EnvVar, Problem, RESERVED_ENV_PREFIX, check_name};
 use crate::permissions::Permissions;
@@ -85,15 +86,6 @@ pub struct VersionMismatch {
     pub runtime: u16,
     /// The oldest client version the runtime accepts.
     pub oldest: u16,
-}
-
-/// An exact package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PackageId<'a> {
-    /// Package name (the manifest's rules).
-    pub name: &'a str,
-    /// Package version.
-    pub version: Version,
 }
 
 /// One installed package, as `list` and `inspect` show it.

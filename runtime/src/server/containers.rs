@@ -1277,7 +1277,7 @@ impl<'c> Runtime<'c> {
                 if let Err(e) = self.start_container(&request, None, restarts) {
                     errln!(
                         "nanostar: restart of {name} failed: {}",
-                        crate::client::error_text(&e.error())
+                        crate::text::error_text(&e.error())
                     );
                     if let Some(c) = self.containers.at_mut(index) {
                         c.state = ContainerState::Stopped;
@@ -1336,7 +1336,7 @@ impl<'c> Runtime<'c> {
             if let Err(e) = self.start_container(&request, None, 0) {
                 errln!(
                     "nanostar: autostart of {name} {version} failed: {}",
-                    crate::client::error_text(&e.error())
+                    crate::text::error_text(&e.error())
                 );
                 if mode == Autostart::Critical {
                     self.shutdown = true;
@@ -1416,7 +1416,7 @@ fn backoff_ms(c: &Container) -> u32 {
 /// `DATA_DIR/NAME`, owned by the app's uid and gid, mode 0700; kept across updates.
 fn make_persist_dir(path: &str, uid: u32, gid: u32) -> Result<(), Errno> {
     if let Some((parent, _)) = path.rsplit_once('/') {
-        super::create_dirs(parent)?;
+        crate::fs::create_dirs(parent)?;
     }
     match rustix::fs::mkdir(path, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(Errno::EXIST) => {}

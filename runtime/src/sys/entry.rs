@@ -191,10 +191,28 @@ pub fn exit_group(code: i32) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    let mut out = crate::out::Writer::stderr();
-    let _ = core::fmt::Write::write_fmt(&mut out, format_args!("panicked: {info}\n"));
-    out.flush();
+    let mut line = PanicLine {
+        buf: [0; 256],
+        len: 0,
+    };
+    let _ = core::fmt::Write::write_fmt(&mut line, format_args!("panicked: {info}\n"));
+    let _ = super::write_all(super::StdFd::Err, &line.buf[..line.len]);
     exit_group(101)
+}
+
+/// The panic message, cut at 256 bytes: a panic needs no module above `sys` to be said.
+struct PanicLine {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl core::fmt::Write for PanicLine {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
 }
 
 /// The prebuilt ARM `core` carries unwind tables that name this symbol; with
