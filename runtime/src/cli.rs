@@ -13,9 +13,9 @@ use nanostar_protocol::npk::PublicKey;
 
 use crate::commands::Json;
 use crate::config;
-use crate::limits::{MAX_CONFIG_LEN, MAX_PATH_LEN, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
+use crate::limits::{MAX_CONFIG_LEN, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
 use crate::out::{say, warn};
-use crate::repository::{self, Leftovers, Packages, ScanEvent};
+use crate::store::repository::{self, Leftovers, Packages, ScanEvent};
 
 /// Exit code of a usage error.
 pub const USAGE: u8 = 2;
@@ -528,9 +528,11 @@ fn check_config(path: &[u8]) -> u8 {
             keys.len(),
             repo.max_install_size
         ));
-        let mut path = [0u8; MAX_PATH_LEN + 1];
-        let scanned = crate::fs::c_path(repo.dir, &mut path)
-            .map_err(|_| rustix::io::Errno::NAMETOOLONG)
+        let mut path = crate::layout::Path::of(&[repo.dir]);
+        let scanned = path
+            .as_mut()
+            .map_err(|e| *e)
+            .and_then(|p| p.c_str())
             .and_then(|dir| {
                 repository::scan(
                     index as u8,

@@ -7,7 +7,7 @@ use nanostar_protocol::npk::PublicKey;
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::limits::MAX_PATH_LEN;
+use crate::layout::Path;
 
 /// Why a file could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,18 +30,6 @@ impl fmt::Display for FileError {
             }
         }
     }
-}
-
-/// A NUL-terminated copy of `path` in `buf`, for syscalls (config strings are not
-/// NUL-terminated).
-pub fn c_path<'b>(path: &str, buf: &'b mut [u8; MAX_PATH_LEN + 1]) -> Result<&'b CStr, FileError> {
-    let bytes = path.as_bytes();
-    if bytes.len() > MAX_PATH_LEN || bytes.contains(&0) {
-        return Err(FileError::Io(Errno::NAMETOOLONG));
-    }
-    buf[..bytes.len()].copy_from_slice(bytes);
-    buf[bytes.len()] = 0;
-    CStr::from_bytes_with_nul(&buf[..=bytes.len()]).map_err(|_| FileError::Io(Errno::INVAL))
 }
 
 /// Reads the file at `path` into `buf`; fails if it does not fit.
@@ -101,16 +89,14 @@ pub fn errno_text(e: Errno) -> &'static str {
 /// Removes `parent/name` and everything below it, without following symbolic links
 /// (`uninstall --wipe` of a package's data directory). A missing entry is not an error.
 pub fn remove_tree(parent: &str, name: &str) -> Result<(), Errno> {
-    let mut buf = [0u8; MAX_PATH_LEN + 1];
-    let dir = c_path(parent, &mut buf).map_err(|_| Errno::NAMETOOLONG)?;
+    let mut dir = Path::of(&[parent])?;
     let parent_fd = rustix::fs::open(
-        dir,
+        dir.c_str()?,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut name_buf = [0u8; MAX_PATH_LEN + 1];
-    let name = c_path(name, &mut name_buf).map_err(|_| Errno::NAMETOOLONG)?;
-    remove_at(&parent_fd, name, 0)
+    let mut name = Path::of(&[name])?;
+    remove_at(&parent_fd, name.c_str()?, 0)
 }
 
 fn remove_at(dir: &impl rustix::fd::AsFd, name: &CStr, depth: usize) -> Result<(), Errno> {
@@ -143,14 +129,13 @@ fn remove_at(dir: &impl rustix::fd::AsFd, name: &CStr, depth: usize) -> Result<(
 
 /// `mkdir -p` for an absolute path.
 pub fn create_dirs(path: &str) -> Result<(), Errno> {
-    let mut buf = [0u8; MAX_PATH_LEN + 1];
     for (i, _) in path
         .match_indices('/')
         .skip(1)
         .chain(core::iter::once((path.len(), "")))
     {
-        let dir = c_path(&path[..i], &mut buf).map_err(|_| Errno::NAMETOOLONG)?;
-        match rustix::fs::mkdir(dir, Mode::from_raw_mode(0o755)) {
+        let mut dir = Path::of(&[&path[..i]])?;
+        match rustix::fs::mkdir(dir.c_str()?, Mode::from_raw_mode(0o755)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(e),
         }

@@ -8,10 +8,10 @@
 //!
 //! - [`sys`]: the only unsafe code: entry point, mem functions, raw syscalls, ioctls.
 //! - [`config`]: the configuration file.
-//! - [`repository`]: verified packages in repository directories.
-//! - [`install`]: power-loss-safe installs.
-//! - [`mount`]: loop + dm-verity + squashfs.
+//! - [`store`]: the package store: verified packages in repository directories,
+//!   power-loss-safe installs, loop + dm-verity + squashfs mounts.
 //! - [`server`]: the event loop serving the console; [`container`]: containers.
+//! - [`layout`]: the device's paths; [`time`]: monotonic deadlines.
 //! - [`pid1`]: the board's init.
 //! - [`cli`]: the command line; [`commands`] and [`client`]: talking to a running runtime.
 //! - [`text`]: words for people about the runtime's answers (client and log lines).
@@ -27,15 +27,15 @@ pub mod commands;
 pub mod config;
 pub mod container;
 pub mod fs;
-pub mod install;
+pub mod layout;
 pub mod limits;
-pub mod mount;
 pub mod out;
 pub mod pid1;
-pub mod repository;
 pub mod server;
+pub mod store;
 pub mod sys;
 pub mod text;
+pub mod time;
 
 /// Called by the entry point with the process's arguments in place; returns the exit code.
 pub fn start() -> u8 {

@@ -41,3 +41,23 @@ pub const LOG_READ_SLICE: usize = 4 * 1024;
 /// Room for the strings of one `execve`: init, arguments and environment (manifest,
 /// override and the runtime's own variables), each NUL-terminated.
 pub const EXEC_STRINGS_LEN: usize = 64 * 1024;
+/// Bytes a verification reads into its buffer: the header, the largest manifest and the
+/// largest seccomp program. Two such buffers are static: the store's, and the one a
+/// starting container's manifest is copied into.
+pub const SCRATCH_LEN: usize =
+    nanostar_protocol::npk::header::HEADER_LEN + MAX_MANIFEST_LEN + MAX_SECCOMP_INSTRUCTIONS * 8;
+/// Events taken per `epoll_wait`; more ready descriptors wait for the next turn.
+pub const POLL_EVENTS: usize = 16;
+/// Connections the kernel queues for the console socket before the loop accepts them.
+pub const LISTEN_BACKLOG: i32 = 16;
+/// Bytes read from one client at once (more frames wait for the next read).
+pub const CLIENT_READ_LEN: usize = 4096;
+/// Bytes of a passed package (an install by descriptor) copied per loop turn, so the loop
+/// stays responsive while a large package is copied.
+pub const INSTALL_PUMP_SLICE: usize = 1 << 20;
+/// The stack buffer one copy step of an install uses.
+pub const INSTALL_COPY_LEN: usize = 8192;
+/// Stop requests that may wait for one container at once.
+pub const MAX_STOP_WAITERS: usize = 4;
+/// Bytes of one line a container's output copies to `/dev/kmsg` (longer lines are cut).
+pub const KMSG_RECORD_LEN: usize = 512;

@@ -30,6 +30,7 @@ use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::process::{Pid, Signal, WaitOptions};
 
 use super::Report;
+use crate::layout::{self, CPath};
 use crate::limits::{MAX_MOUNTS, MAX_PATH_LEN};
 use crate::sys::process::{self, Exec, fixed_fd};
 use crate::sys::signals::{self, SignalSet};
@@ -189,44 +190,34 @@ fn setup(launch: &Launch) -> Result<Pid, Failure> {
     start_app(launch)
 }
 
-/// The concatenation of `parts` as a C string in `buf`.
-fn join<'b>(parts: &[&str], buf: &'b mut [u8; 2 * MAX_PATH_LEN + 2]) -> Result<&'b CStr, Errno> {
-    let mut len = 0;
-    for part in parts {
-        let bytes = part.as_bytes();
-        if len + bytes.len() >= buf.len() {
-            return Err(Errno::NAMETOOLONG);
-        }
-        buf[len..len + bytes.len()].copy_from_slice(bytes);
-        len += bytes.len();
-    }
-    buf[len] = 0;
-    CStr::from_bytes_with_nul(&buf[..=len]).map_err(|_| Errno::INVAL)
-}
+/// Paths inside the container's (not yet pivoted) root: the root's path plus one from
+/// the manifest.
+type InnerPath = CPath<{ 2 * MAX_PATH_LEN + 2 }>;
 
 /// One mount of the manifest, onto its target inside the (not yet pivoted) root.
 fn mount_one(launch: &Launch, index: usize, kind: &MountKind, target: &str) -> Result<(), Errno> {
-    let mut target_buf = [0u8; 2 * MAX_PATH_LEN + 2];
-    let target = join(&[launch.root, target], &mut target_buf)?;
-    let mut source_buf = [0u8; 2 * MAX_PATH_LEN + 2];
+    let mut target = InnerPath::of(&[launch.root, target])?;
+    let target = target.c_str()?;
     let common = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     match *kind {
         MountKind::Bind { host, flags } => {
-            let source = join(&[host], &mut source_buf)?;
-            bind(source, target, flags, MountFlags::empty())
+            let mut source = InnerPath::of(&[host])?;
+            bind(source.c_str()?, target, flags, MountFlags::empty())
         }
         MountKind::Persist => {
-            let source = join(&[launch.persist.ok_or(Errno::NOENT)?], &mut source_buf)?;
-            bind(source, target, Flags::RW, common)
+            let mut source = InnerPath::of(&[launch.persist.ok_or(Errno::NOENT)?])?;
+            bind(source.c_str()?, target, Flags::RW, common)
         }
         MountKind::Resource {
             name, dir, flags, ..
         } => {
             let version = launch.resources[index].ok_or(Errno::NOENT)?;
-            let mut image: String<{ MAX_PATH_LEN }> = String::new();
-            write!(image, "/mnt/{name}-{version}").map_err(|_| Errno::NAMETOOLONG)?;
+            let mut source: InnerPath = layout::mount_point(launch.run_dir, name, &version)?;
             let dir = if dir == "/" { "" } else { dir };
-            let source = join(&[launch.run_dir, &image, dir], &mut source_buf)?;
+            source
+                .push(dir.as_bytes())
+                .map_err(|_| Errno::NAMETOOLONG)?;
+            let source = source.c_str()?;
             // Read-only and flat whatever the flags say (the manifest refuses RW and REC).
             let flags = Flags(flags.0 & !(Flags::RW.0 | Flags::REC.0));
             bind(
@@ -328,8 +319,7 @@ fn dev(target: &CStr) -> Result<(), Errno> {
 /// Makes `root` the root and detaches the old one, so nothing of the runtime's file
 /// system stays reachable.
 fn pivot(root: &str) -> Result<(), Errno> {
-    let mut buf = [0u8; 2 * MAX_PATH_LEN + 2];
-    rustix::process::chdir(join(&[root], &mut buf)?)?;
+    rustix::process::chdir(InnerPath::of(&[root])?.c_str()?)?;
     // `pivot_root(".", ".")` stacks the old root on the new one; unmounting "." then
     // removes it without needing a directory for it inside the image.
     rustix::process::pivot_root(c".", c".")?;

@@ -27,6 +27,7 @@ use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags};
 
 use crate::fs::errno_text;
+use crate::layout::CPath;
 use crate::limits::MAX_PATH_LEN;
 use crate::sys::{dm, loopdev};
 
@@ -73,10 +74,14 @@ impl<'a> From<&'a VerityParams> for Verity<'a> {
 }
 
 /// What to mount where.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct MountSpec<'a> {
-    /// Path of the NPK file.
-    pub npk: &'a CStr,
+    /// The NPK file: the descriptor whose header was verified (docs/design.md, decision
+    /// 8: what is attached to the loop device is what was checked, not a path opened
+    /// again).
+    pub npk: BorrowedFd<'a>,
+    /// The file's name, recorded in the loop device (`losetup -l` shows it).
+    pub file_name: &'a [u8],
     /// Offset of the squashfs image in the file.
     pub image_offset: u64,
     /// Size of the image in bytes.
@@ -133,8 +138,6 @@ pub enum DmStep {
 /// Why a package could not be mounted or unmounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountError {
-    /// The NPK file could not be opened.
-    Npk(Errno),
     /// The image size is zero or does not match the verity parameters, or the salt is too
     /// long.
     BadGeometry,
@@ -179,7 +182,6 @@ impl fmt::Display for DmStep {
 impl fmt::Display for MountError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MountError::Npk(e) => write!(f, "cannot open the package file: {}", errno_text(*e)),
             MountError::BadGeometry => f.write_str("image size and verity parameters disagree"),
             MountError::BadDmName => f.write_str("invalid device-mapper name"),
             MountError::PathTooLong => f.write_str("block node path too long"),
@@ -214,15 +216,12 @@ pub fn mount(spec: &MountSpec) -> Result<Mounted, MountError> {
         Some(_) => Some(open_dm_control()?),
         None => None,
     };
-    let npk = fs::open(spec.npk, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(MountError::Npk)?;
     let attach = loopdev::Attach {
         offset: spec.image_offset,
         size_limit,
-        file_name: spec.npk.to_bytes(),
+        file_name: spec.file_name,
     };
-    let lo = attach_loop(npk.as_fd(), &attach)?;
-    drop(npk);
+    let lo = attach_loop(spec.npk, &attach)?;
     let result = match (&spec.verity, &control) {
         (Some(verity), Some(control)) => mount_verity(spec, verity, control.as_fd(), &lo, dm_name)
             .map(|dm| Mounted {
@@ -230,9 +229,9 @@ pub fn mount(spec: &MountSpec) -> Result<Mounted, MountError> {
                 dm: Some(dm),
             }),
         _ => {
-            let mut path = CBuf::<32>::new();
+            let mut path = CPath::<32>::new();
             loop_path(&mut path, lo.index)?;
-            mount_squashfs(path.c_str()?, spec.target).map(|()| Mounted {
+            mount_squashfs(path.c_str().map_err(too_long)?, spec.target).map(|()| Mounted {
                 loop_index: lo.index,
                 dm: None,
             })
@@ -350,10 +349,10 @@ fn attach_loop(backing: BorrowedFd<'_>, attach: &loopdev::Attach) -> Result<Loop
     let mut last = Errno::BUSY;
     for _ in 0..LOOP_ATTEMPTS {
         let index = loopdev::get_free(control.as_fd()).map_err(MountError::LoopControl)?;
-        let mut path = CBuf::<32>::new();
+        let mut path = CPath::<32>::new();
         loop_path(&mut path, index)?;
         let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-        let fd = match fs::open(path.c_str()?, flags, Mode::empty()) {
+        let fd = match fs::open(path.c_str().map_err(too_long)?, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NXIO) => {
                 last = Errno::NXIO;
@@ -414,7 +413,7 @@ fn mount_verity(
     lo: &Loop,
     name: &[u8],
 ) -> Result<DmDevice, MountError> {
-    let mut params = CBuf::<{ dm::PARAMS_MAX + 1 }>::new();
+    let mut params = CPath::<{ dm::PARAMS_MAX + 1 }>::new();
     table_params(&mut params, lo.major, lo.minor, verity).map_err(|_| MountError::BadGeometry)?;
     let (major, minor) = dm::create(control, name).map_err(|errno| MountError::DeviceMapper {
         step: DmStep::Create,
@@ -446,12 +445,12 @@ fn activate_and_mount(
     let step = |step| move |errno| MountError::DeviceMapper { step, errno };
     dm::load_table(control, name, &target).map_err(step(DmStep::TableLoad))?;
     dm::resume(control, name).map_err(step(DmStep::Resume))?;
-    let mut path = CBuf::<{ MAX_PATH_LEN + 1 }>::new();
+    let mut path = CPath::<{ MAX_PATH_LEN + 1 }>::new();
     let made = block_node(&mut path, spec.node_dir, dev)?;
-    let result = mount_squashfs(path.c_str()?, spec.target);
+    let result = mount_squashfs(path.c_str().map_err(too_long)?, spec.target);
     if made {
         // The mount holds the device, not the node; a node left behind would be harmless.
-        let _ = fs::unlink(path.c_str()?);
+        let _ = fs::unlink(path.c_str().map_err(too_long)?);
     }
     result
 }
@@ -459,13 +458,13 @@ fn activate_and_mount(
 /// Puts the path of a block node for `dev` in `path`: `/dev/dm-N` when devtmpfs made it,
 /// else `<node_dir>/dm-N`, made here (returns true: the caller removes it).
 fn block_node<const N: usize>(
-    path: &mut CBuf<N>,
+    path: &mut CPath<N>,
     node_dir: &CStr,
     dev: DmDevice,
 ) -> Result<bool, MountError> {
     let number = fs::makedev(dev.major, dev.minor);
     write!(path, "/dev/dm-{}", dev.minor).map_err(|_| MountError::PathTooLong)?;
-    if let Ok(stat) = fs::stat(path.c_str()?)
+    if let Ok(stat) = fs::stat(path.c_str().map_err(too_long)?)
         && FileType::from_raw_mode(stat.st_mode) == FileType::BlockDevice
         && stat.st_rdev == number
     {
@@ -475,7 +474,7 @@ fn block_node<const N: usize>(
     path.push(node_dir.to_bytes())
         .map_err(|_| MountError::PathTooLong)?;
     write!(path, "/dm-{}", dev.minor).map_err(|_| MountError::PathTooLong)?;
-    let node = path.c_str()?;
+    let node = path.c_str().map_err(too_long)?;
     let make = || fs::mknodat(fs::CWD, node, FileType::BlockDevice, Mode::RUSR, number);
     let made = match make() {
         // A stale node from an earlier run: replace it.
@@ -525,15 +524,20 @@ fn mount_squashfs(source: &CStr, target: &CStr) -> Result<(), MountError> {
     rustix::mount::mount(source, target, c"squashfs", flags, None).map_err(MountError::Mount)
 }
 
+/// A path that does not fit its buffer.
+fn too_long(_: Errno) -> MountError {
+    MountError::PathTooLong
+}
+
 /// `/dev/loopN`.
-fn loop_path<const N: usize>(path: &mut CBuf<N>, index: u32) -> Result<(), MountError> {
+fn loop_path<const N: usize>(path: &mut CPath<N>, index: u32) -> Result<(), MountError> {
     write!(path, "/dev/loop{index}").map_err(|_| MountError::PathTooLong)
 }
 
 /// The verity target's parameters (docs/npk-format.md, "Hash tree"): data and hash device
 /// are both the loop device, the tree starts right after the `data_blocks` image blocks.
 fn table_params<const N: usize>(
-    out: &mut CBuf<N>,
+    out: &mut CPath<N>,
     major: u32,
     minor: u32,
     v: &Verity,
@@ -551,54 +555,6 @@ fn table_params<const N: usize>(
     } else {
         out.push(b" ")?;
         v.salt.iter().try_for_each(|b| write!(out, "{b:02x}"))
-    }
-}
-
-/// Text built in a fixed buffer that always keeps room for a NUL terminator.
-struct CBuf<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> CBuf<N> {
-    fn new() -> Self {
-        CBuf {
-            buf: [0; N],
-            len: 0,
-        }
-    }
-
-    fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// Appends `bytes`; fails (appending nothing) when they would not fit with the NUL.
-    fn push(&mut self, bytes: &[u8]) -> fmt::Result {
-        let end = self
-            .len
-            .checked_add(bytes.len())
-            .filter(|&e| e < N)
-            .ok_or(fmt::Error)?;
-        self.buf[self.len..end].copy_from_slice(bytes);
-        self.len = end;
-        Ok(())
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-
-    /// The text as a C string (up to the first NUL, so an embedded one shortens it).
-    fn c_str(&mut self) -> Result<&CStr, MountError> {
-        let end = self.len;
-        *self.buf.get_mut(end).ok_or(MountError::PathTooLong)? = 0;
-        CStr::from_bytes_until_nul(&self.buf[..=end]).map_err(|_| MountError::PathTooLong)
-    }
-}
-
-impl<const N: usize> fmt::Write for CBuf<N> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.push(s.as_bytes())
     }
 }
 

@@ -3,6 +3,8 @@
 //! forks the app, which drops its privileges and execs the package's `init`, and then
 //! reaps, forwards signals and reports how the app ended.
 //!
+//! - [`table`]: the containers the runtime knows, their logs, stops, restarts and timers.
+//! - [`launch`]: the runtime's side of a start, up to the fork.
 //! - [`init`]: everything that runs on the container's side of the fork.
 //! - [`logs`]: each container's output ring.
 //! - [`cgroup`]: the container's cgroup v2 directory and limits.
@@ -13,9 +15,28 @@
 
 pub mod cgroup;
 pub mod init;
+pub mod launch;
 pub mod logs;
+pub mod table;
 
 use nanostar_protocol::console::{ExitStatus, SetupStep};
+use rustix::fd::OwnedFd;
+
+use crate::limits::SCRATCH_LEN;
+
+/// The containers' part of the runtime's state, one owner for each piece: the table, the
+/// launcher, the buffer a starting container's manifest is kept in while the store's is
+/// reused for its resources, and `/dev/kmsg` for outputs copied there.
+pub struct Containers<'c> {
+    /// The containers and their logs.
+    pub table: &'c mut table::Table,
+    /// argv, envp and `/dev/null` of the next start.
+    pub launcher: launch::Launcher<'c>,
+    /// A starting container's manifest and seccomp program.
+    pub buffer: &'c mut [u8; SCRATCH_LEN],
+    /// `/dev/kmsg`, opened at the first start that copies output there.
+    pub kmsg: Option<OwnedFd>,
+}
 
 /// Bytes of one [`Report`] on the status pipe (below `PIPE_BUF`: written atomically).
 pub const REPORT_LEN: usize = 8;

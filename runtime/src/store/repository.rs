@@ -20,18 +20,13 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::limits::{
-    MAX_FILE_NAME_LEN, MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_PACKAGES, MAX_SECCOMP_INSTRUCTIONS,
-};
+pub use crate::limits::SCRATCH_LEN;
+use crate::limits::{MAX_FILE_NAME_LEN, MAX_NAME_LEN, MAX_PACKAGES};
 
 /// Prefix of files an install writes before they are verified and renamed.
 pub const TEMP_PREFIX: &str = ".tmp-";
 /// Extension of package files.
 pub const NPK_EXTENSION: &str = ".npk";
-
-/// Bytes a caller lends [`examine`]: the header, the largest manifest and the largest
-/// seccomp program at once.
-pub const SCRATCH_LEN: usize = HEADER_LEN + MAX_MANIFEST_LEN + MAX_SECCOMP_INSTRUCTIONS * 8;
 
 /// One verified package in a repository.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,13 +22,11 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use crate::limits::MAX_FILE_NAME_LEN;
-use crate::repository::{
+use super::repository::{
     self, NPK_EXTENSION, Package, Packages, Rejection, SCRATCH_LEN, TEMP_PREFIX,
 };
 
-/// Buffer for copying a passed package where `copy_file_range` cannot.
-const COPY_BUFFER_LEN: usize = 8192;
+use crate::limits::{INSTALL_COPY_LEN, MAX_FILE_NAME_LEN};
 
 /// Why an install failed. Nothing is left behind in any case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +100,11 @@ impl Install {
         })
     }
 
+    /// The index of the repository it goes into.
+    pub fn repository(&self) -> u8 {
+        self.repository
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
@@ -149,8 +152,8 @@ impl Install {
                 Ok(n as u64)
             }
             Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
-                let mut buf = [0u8; COPY_BUFFER_LEN];
-                let len = want.min(COPY_BUFFER_LEN);
+                let mut buf = [0u8; INSTALL_COPY_LEN];
+                let len = want.min(INSTALL_COPY_LEN);
                 match rustix::io::pread(source, &mut buf[..len], self.written) {
                     Ok(0) => Err(InstallError::Incomplete),
                     Ok(n) => self.write(&buf[..n]).map(|()| n as u64),
