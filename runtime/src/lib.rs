@@ -13,7 +13,7 @@
 //! - [`server`]: the event loop serving the console; [`container`]: containers.
 //! - [`layout`]: the device's paths; [`time`]: monotonic deadlines.
 //! - [`pid1`]: the board's init.
-//! - [`cli`]: the command line; [`commands`] and [`client`]: talking to a running runtime.
+//! - [`cli`]: the command line, and the client commands that talk to a running runtime.
 //! - [`text`]: words for people about the runtime's answers (client and log lines).
 //! - [`out`], [`fs`]: buffered text output, small file reads.
 //! - [`limits`]: every capacity, in one place.
@@ -22,8 +22,6 @@
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod client;
-pub mod commands;
 pub mod config;
 pub mod container;
 pub mod fs;

@@ -3,6 +3,11 @@
 //! checks cannot disagree), and the runtime's own commands (`run`, `init`,
 //! `check-config`); `commands` runs the client commands.
 //!
+//! The client side is in the submodules: `args` reads a client command's words, `commands`
+//! (with `install` and `logs`) runs them over a [`connection::Connection`], `render` shows
+//! the answers as text or JSON. Their words for people are in [`crate::text`], which the
+//! runtime's own log lines share.
+//!
 //! Exit codes: 0 done, 1 the command failed or the runtime refused (a message says why),
 //! 2 bad usage, 3 the runtime cannot be reached (client commands).
 
@@ -11,11 +16,20 @@ use core::fmt;
 use heapless::Vec;
 use nanostar_protocol::npk::PublicKey;
 
-use crate::commands::Json;
 use crate::config;
 use crate::limits::{MAX_CONFIG_LEN, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
 use crate::out::{say, warn};
 use crate::store::repository::{self, Leftovers, Packages, ScanEvent};
+use render::Json;
+
+mod args;
+mod commands;
+pub mod connection;
+mod install;
+mod logs;
+mod render;
+#[cfg(test)]
+mod tests;
 
 /// Exit code of a usage error.
 pub const USAGE: u8 = 2;
@@ -242,7 +256,7 @@ pub fn run<'a>(args: impl Iterator<Item = &'a [u8]>) -> u8 {
         return print_command_help(&spec);
     }
     if spec.client {
-        return crate::commands::run(&words, at, &spec);
+        return commands::run(&words, at, &spec);
     }
     // The runtime's own commands take operands only, and print no JSON.
     let json = false;
@@ -291,7 +305,7 @@ pub fn find_command(words: &[&str]) -> Option<usize> {
 
 /// Says a usage problem (on stderr, or as a JSON object on stdout) and returns [`USAGE`].
 pub fn usage_error(json: bool, message: &dyn fmt::Display) -> u8 {
-    crate::commands::report(json, "usage", None, message);
+    render::report(json, "usage", None, message);
     USAGE
 }
 
@@ -555,7 +569,7 @@ fn check_config(path: &[u8]) -> u8 {
         if let Err(e) = scanned {
             say(format_args!(
                 "    directory not readable: {} (the runtime creates it at start)",
-                crate::client::ErrnoText(e.raw_os_error() as u16)
+                crate::text::ErrnoText(e.raw_os_error() as u16)
             ));
         }
         let verified = packages
@@ -566,117 +580,4 @@ fn check_config(path: &[u8]) -> u8 {
     }
     say(format_args!("  {} packages in all", packages.len()));
     0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_help_text_is_the_table() {
-        let names: std::vec::Vec<&str> = specs().map(|s| s.name).collect();
-        assert_eq!(
-            names,
-            [
-                "list",
-                "inspect",
-                "install",
-                "uninstall",
-                "mount",
-                "umount",
-                "start",
-                "stop",
-                "restart",
-                "kill",
-                "logs",
-                "notifications",
-                "shutdown",
-                "run",
-                "init",
-                "check-config",
-                "help"
-            ]
-        );
-        let counts = |name| {
-            let s = command(name).unwrap();
-            (s.min, s.max, s.client)
-        };
-        assert_eq!(counts("list"), (0, 0, true));
-        assert_eq!(counts("inspect"), (1, 2, true));
-        assert_eq!(counts("uninstall"), (2, 2, true));
-        assert_eq!(counts("kill"), (2, 3, true));
-        assert_eq!(counts("run"), (1, 1, false));
-        assert_eq!(counts("init"), (0, 1, false));
-        assert_eq!(counts("help"), (0, 1, false));
-        assert_eq!(command("inspect").unwrap().operands, "NAME [VERSION]");
-        assert!(command("frob").is_none());
-        // Every option names commands that exist; the global ones name none.
-        for o in options() {
-            for c in o.commands.split(',').filter(|c| !c.is_empty()) {
-                assert!(command(c.trim()).is_some(), "{}: {c}", o.name);
-            }
-        }
-        let owners = |name| option(name).unwrap().commands;
-        assert_eq!(owners("--socket"), "");
-        assert_eq!(owners("--json"), "");
-        assert_eq!(owners("--help"), "");
-        assert_eq!(owners("--timeout"), "stop, restart");
-        assert_eq!(owners("--"), "start, restart");
-        assert_eq!(option("--timeout").unwrap().value, "MS");
-        assert_eq!(option("--follow").unwrap().value, "");
-        assert_eq!(option("-h").unwrap().name, "--help");
-        assert!(option("--bogus").is_none());
-        let stop = command("stop").unwrap();
-        let applies = |name| option(name).unwrap().applies(&stop);
-        assert!(applies("--timeout") && applies("--json") && applies("--help"));
-        assert!(!applies("--follow") && !applies("--env"));
-        let run = command("run").unwrap();
-        assert!(!option("--json").unwrap().applies(&run));
-        assert!(option("--help").unwrap().applies(&run));
-        // Help lines fit a terminal.
-        for line in COMMANDS.lines().chain(OPTIONS.lines()) {
-            assert!(line.len() <= 100, "{line}");
-        }
-    }
-
-    #[test]
-    fn usage_lines_list_a_commands_own_options() {
-        let usage = |name| std::format!("{}", UsageLine(&command(name).unwrap()));
-        assert_eq!(
-            usage("stop"),
-            "nanostar [--socket PATH] [--json] stop NAME [VERSION] [--timeout MS]"
-        );
-        assert_eq!(
-            usage("start"),
-            "nanostar [--socket PATH] [--json] start NAME [VERSION] [--env KEY=VALUE] [-- ARGS...]"
-        );
-        assert_eq!(
-            usage("install"),
-            "nanostar [--socket PATH] [--json] install FILE [--repo NAME] [--replace] [--stream]"
-        );
-        assert_eq!(usage("run"), "nanostar run CONFIG");
-    }
-
-    #[test]
-    fn the_command_is_found_among_options() {
-        assert_eq!(find_command(&["list"]), Some(0));
-        assert_eq!(find_command(&["--socket", "/s", "--json", "list"]), Some(3));
-        assert_eq!(find_command(&["--json", "--bogus", "stop", "x"]), Some(2));
-        assert_eq!(find_command(&["--socket"]), None);
-        assert_eq!(find_command(&[]), None);
-    }
-
-    #[test]
-    fn the_closest_command_is_suggested() {
-        assert_eq!(closest("strat"), Some("start"));
-        assert_eq!(closest("lst"), Some("list"));
-        assert_eq!(closest("notification"), Some("notifications"));
-        assert_eq!(closest("unistall"), Some("uninstall"));
-        assert_eq!(closest("frob"), None);
-        assert_eq!(closest(""), None);
-        assert_eq!(closest(&"x".repeat(40)), None);
-        assert_eq!(distance(b"kitten", b"sitting"), 3);
-        assert_eq!(distance(b"", b"abc"), 3);
-        assert_eq!(distance(b"stop", b"stop"), 0);
-    }
 }
