@@ -1,4 +1,4 @@
-//! `_start` for each architecture, the arguments it finds, `exit_group`, and the panic
+//! `_start` for each architecture, the arguments and environment it finds, and the panic
 //! handler.
 
 use core::cell::UnsafeCell;
@@ -96,7 +96,7 @@ unsafe extern "C" fn start_rust(sp: *const usize) -> ! {
     }
     // SAFETY: every program linking this library defines `nanostar_main` (the `nanostar`
     // binary calls `crate::start`; the test probe its own) with this signature.
-    exit_group(i32::from(unsafe { nanostar_main() }))
+    super::syscall::exit_group(i32::from(unsafe { nanostar_main() }))
 }
 
 unsafe extern "Rust" {
@@ -113,19 +113,48 @@ pub fn args() -> impl Iterator<Item = &'static [u8]> {
     let copied = ARGS_LEN.load(Ordering::Relaxed);
     // SAFETY: the copy is complete and never written again (see `ArgsCopy`).
     let copy: &'static [u8; ARGS_COPY_LEN] = unsafe { &*ARGS_COPY.0.get() };
-    let copy = &copy[..copied];
-    (1..argc).map(move |i| {
-        // SAFETY: i < argc: argv[i] is a pointer into the kernel's argument area.
-        let (first, arg) = unsafe { (*argv, *argv.add(i)) };
-        if copied > 0 {
-            let at = arg as usize - first as usize;
-            return CStr::from_bytes_until_nul(&copy[at..]).map_or(&[][..], CStr::to_bytes);
+    Strings {
+        // SAFETY: argv[0..=argc] is on the initial stack; with argc = 0, argv[0] is the
+        // NULL ending argv, so nothing is read past it.
+        next: unsafe { argv.add(argc.min(1)) },
+        // SAFETY: argv[0] exists (it is argv's NULL when argc = 0, and then nothing was
+        // copied, so it is never used as a base).
+        first: unsafe { *argv },
+        copy: &copy[..copied],
+    }
+}
+
+/// The strings of a NULL-terminated array of pointers on the initial stack (argv or envp),
+/// in order. When `copy` is not empty each string is read from it, at the offset its
+/// pointer has from `first` (the start of the kernel's argument area that was copied).
+struct Strings {
+    next: *const *const c_char,
+    first: *const c_char,
+    copy: &'static [u8],
+}
+
+impl Iterator for Strings {
+    type Item = &'static [u8];
+
+    fn next(&mut self) -> Option<&'static [u8]> {
+        // SAFETY: `next` stays inside the NULL-terminated array: it stops at the NULL.
+        let string = unsafe { *self.next };
+        if string.is_null() {
+            return None;
         }
-        // SAFETY: argv[i] is a NUL-terminated string the kernel copied onto the stack,
-        // which lives (unchanged: only a copied area is ever blanked) as long as the
-        // process.
-        unsafe { CStr::from_ptr(arg) }.to_bytes()
-    })
+        // SAFETY: `string` was not the NULL, so the next slot is still inside the array.
+        self.next = unsafe { self.next.add(1) };
+        if !self.copy.is_empty() {
+            let at = string as usize - self.first as usize;
+            return Some(
+                CStr::from_bytes_until_nul(&self.copy[at..]).map_or(&[][..], CStr::to_bytes),
+            );
+        }
+        // SAFETY: `string` is a NUL-terminated string the kernel copied onto the initial
+        // stack, which lives (unchanged: only a copied argument area is ever blanked) as
+        // long as the process.
+        Some(unsafe { CStr::from_ptr(string) }.to_bytes())
+    }
 }
 
 /// Overwrites the kernel's argument area with `name` and NULs, so that
@@ -157,35 +186,13 @@ pub fn hide_command_line(name: &CStr) -> bool {
 pub fn env() -> impl Iterator<Item = &'static [u8]> {
     let argc = ARGC.load(Ordering::Relaxed);
     let argv = ARGV.load(Ordering::Relaxed);
-    // SAFETY: envp starts after argv[argc], the NULL ending argv; the environment is a
-    // NULL-terminated array of NUL-terminated strings on the initial stack.
-    let mut next = unsafe { argv.add(argc + 1) };
-    core::iter::from_fn(move || {
-        // SAFETY: `next` stays inside the NULL-terminated envp array: it stops at the NULL.
-        let entry = unsafe { *next };
-        if entry.is_null() {
-            return None;
-        }
-        // SAFETY: `entry` was not the NULL, so the next slot is still inside the array.
-        next = unsafe { next.add(1) };
-        // SAFETY: `entry` is a NUL-terminated string on the initial stack, which lives
-        // (and is never blanked: only the argument area is) for the whole process.
-        Some(unsafe { CStr::from_ptr(entry) }.to_bytes())
-    })
-}
-
-/// `exit_group(2)`: rustix keeps its own behind an unstable module, so the syscall is made
-/// here: x86_64 nr 231, aarch64 nr 94, arm nr 248.
-pub fn exit_group(code: i32) -> ! {
-    // SAFETY: exit_group takes one integer and never returns.
-    unsafe {
-        #[cfg(target_arch = "x86_64")]
-        core::arch::asm!("syscall", in("rax") 231usize, in("rdi") code as isize, options(noreturn));
-        #[cfg(target_arch = "aarch64")]
-        core::arch::asm!("svc 0", in("x8") 94usize, in("x0") code as isize, options(noreturn));
-        // r7 cannot be named as an operand on arm (it may be the frame pointer); set it by hand.
-        #[cfg(target_arch = "arm")]
-        core::arch::asm!("mov r7, #248", "svc 0", in("r0") code as isize, options(noreturn));
+    Strings {
+        // SAFETY: envp starts after argv[argc], the NULL ending argv; the environment is a
+        // NULL-terminated array of NUL-terminated strings on the initial stack.
+        next: unsafe { argv.add(argc + 1) },
+        first: core::ptr::null(),
+        // Read in place: only the argument area is ever blanked, never the environment.
+        copy: &[],
     }
 }
 
@@ -197,7 +204,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     };
     let _ = core::fmt::Write::write_fmt(&mut line, format_args!("panicked: {info}\n"));
     let _ = super::write_all(super::StdFd::Err, &line.buf[..line.len]);
-    exit_group(101)
+    super::syscall::exit_group(101)
 }
 
 /// The panic message, cut at 256 bytes: a panic needs no module above `sys` to be said.

@@ -1,26 +1,20 @@
-//! Process creation and the calls a container's setup needs that rustix does not have:
-//! `clone3` (new namespaces, a pidfd, straight into a cgroup), `close_range`, and
-//! `seccomp`. Without threads and without an allocator the runtime may fork directly
-//! (docs/design.md, decision 2): the child gets a copy of the whole process and nothing in it
-//! can be half-updated by another thread.
+//! Process creation and the calls a container's setup needs that rustix does not have (or
+//! not in a form that fits): `clone3` (new namespaces, a pidfd, straight into a cgroup),
+//! `close_range`, `seccomp`, `execve`, `exit_group` and `dup3` onto an unowned number; the
+//! capability `prctl`s go through rustix. Without threads and without an allocator the
+//! runtime may fork directly (docs/design.md, decision 2): the child gets a copy of the
+//! whole process and nothing in it can be half-updated by another thread.
 
+use linux_raw_sys::general as kernel;
+use linux_raw_sys::general::clone_args;
+use linux_raw_sys::ptrace::{sock_filter, sock_fprog};
 use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use rustix::io::Errno;
 
+use super::nr;
 use super::syscall::{raw4, result};
 
-/// `clone3`, `close_range`: the same number on x86_64, arm and aarch64 (the unified table
-/// starts at 424).
-const CLONE3: usize = 435;
-const CLOSE_RANGE: usize = 436;
-#[cfg(target_arch = "x86_64")]
-const SECCOMP: usize = 317;
-#[cfg(target_arch = "aarch64")]
-const SECCOMP: usize = 277;
-#[cfg(target_arch = "arm")]
-const SECCOMP: usize = 383;
-
-const SIGCHLD: u64 = 17;
+const SIGCHLD: u64 = kernel::SIGCHLD as u64;
 
 /// Namespace and process flags of `clone3` (`CLONE_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,17 +22,17 @@ pub struct CloneFlags(pub u64);
 
 impl CloneFlags {
     /// New mount namespace.
-    pub const NEWNS: CloneFlags = CloneFlags(0x0002_0000);
+    pub const NEWNS: CloneFlags = CloneFlags(kernel::CLONE_NEWNS as u64);
     /// New UTS namespace (host name).
-    pub const NEWUTS: CloneFlags = CloneFlags(0x0400_0000);
+    pub const NEWUTS: CloneFlags = CloneFlags(kernel::CLONE_NEWUTS as u64);
     /// New System V IPC namespace.
-    pub const NEWIPC: CloneFlags = CloneFlags(0x0800_0000);
+    pub const NEWIPC: CloneFlags = CloneFlags(kernel::CLONE_NEWIPC as u64);
     /// New PID namespace: the child is its PID 1.
-    pub const NEWPID: CloneFlags = CloneFlags(0x2000_0000);
+    pub const NEWPID: CloneFlags = CloneFlags(kernel::CLONE_NEWPID as u64);
     /// New network namespace.
-    pub const NEWNET: CloneFlags = CloneFlags(0x4000_0000);
+    pub const NEWNET: CloneFlags = CloneFlags(kernel::CLONE_NEWNET as u64);
     /// New cgroup namespace: the child sees its cgroup as the root.
-    pub const NEWCGROUP: CloneFlags = CloneFlags(0x0200_0000);
+    pub const NEWCGROUP: CloneFlags = CloneFlags(kernel::CLONE_NEWCGROUP as u64);
 
     /// Both sets.
     pub const fn union(self, other: CloneFlags) -> CloneFlags {
@@ -46,26 +40,24 @@ impl CloneFlags {
     }
 }
 
-const CLONE_PIDFD: u64 = 0x1000;
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLONE_PIDFD: u64 = kernel::CLONE_PIDFD as u64;
+const CLONE_INTO_CGROUP: u64 = kernel::CLONE_INTO_CGROUP;
 
-/// `struct clone_args` (version 2, with `cgroup`): every field is 64 bits on every
-/// architecture.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
+/// `struct clone_args` (version 2, with `cgroup`) with every field 0: no flags, no
+/// pointers, no exit signal.
+const NO_CLONE_ARGS: clone_args = clone_args {
+    flags: 0,
+    pidfd: 0,
+    child_tid: 0,
+    parent_tid: 0,
+    exit_signal: 0,
+    stack: 0,
+    stack_size: 0,
+    tls: 0,
+    set_tid: 0,
+    set_tid_size: 0,
+    cgroup: 0,
+};
 
 /// What the parent gets back from [`spawn`].
 #[derive(Debug)]
@@ -90,11 +82,11 @@ pub enum Forked {
 /// whose directory is `cgroup`, so that no instant of it runs outside its limits.
 pub fn spawn(flags: CloneFlags, cgroup: Option<&impl AsFd>) -> Result<Forked, Errno> {
     let mut pidfd: i32 = -1;
-    let mut args = CloneArgs {
+    let mut args = clone_args {
         flags: flags.0 | CLONE_PIDFD,
         pidfd: &mut pidfd as *mut i32 as u64,
         exit_signal: SIGCHLD,
-        ..CloneArgs::default()
+        ..NO_CLONE_ARGS
     };
     if let Some(dir) = cgroup {
         args.flags |= CLONE_INTO_CGROUP;
@@ -115,9 +107,9 @@ pub fn spawn(flags: CloneFlags, cgroup: Option<&impl AsFd>) -> Result<Forked, Er
 /// A plain `fork` (`clone3` with only `exit_signal = SIGCHLD`): `Some(pid)` in the parent,
 /// `None` in the child.
 pub fn fork() -> Result<Option<u32>, Errno> {
-    let mut args = CloneArgs {
+    let mut args = clone_args {
         exit_signal: SIGCHLD,
-        ..CloneArgs::default()
+        ..NO_CLONE_ARGS
     };
     match clone3(&mut args)? {
         0 => Ok(None),
@@ -126,7 +118,7 @@ pub fn fork() -> Result<Option<u32>, Errno> {
 }
 
 /// `clone3(args)`: the child's pid in the parent, 0 in the child.
-fn clone3(args: &mut CloneArgs) -> Result<usize, Errno> {
+fn clone3(args: &mut clone_args) -> Result<usize, Errno> {
     // SAFETY: clone3 reads `size` bytes of `args` and writes only where its pointers say
     // (the pidfd into the caller's local). Without CLONE_VM the child runs on its own copy
     // of this stack, so returning from here in both processes is sound (fork semantics);
@@ -134,9 +126,9 @@ fn clone3(args: &mut CloneArgs) -> Result<usize, Errno> {
     // copy.
     let r = unsafe {
         raw4(
-            CLONE3,
-            args as *mut CloneArgs as usize,
-            core::mem::size_of::<CloneArgs>(),
+            nr::CLONE3,
+            args as *mut clone_args as usize,
+            core::mem::size_of::<clone_args>(),
             0,
             0,
         )
@@ -150,18 +142,13 @@ fn clone3(args: &mut CloneArgs) -> Result<usize, Errno> {
 pub fn close_from(first: u32) -> Result<(), Errno> {
     // SAFETY: close_range takes three integers and touches only this process's fd table;
     // the caller owns no `OwnedFd` at or above `first` that it uses afterwards.
-    let r = unsafe { raw4(CLOSE_RANGE, first as usize, u32::MAX as usize, 0, 0) };
+    let r = unsafe { raw4(nr::CLOSE_RANGE, first as usize, u32::MAX as usize, 0, 0) };
     result(r).map(drop)
 }
 
-/// `struct sock_fprog`: the instruction count and a pointer to the instructions.
-#[repr(C)]
-struct SockFprog {
-    len: u16,
-    filter: *const u8,
-}
-
-const SECCOMP_SET_MODE_FILTER: usize = 1;
+const SECCOMP_SET_MODE_FILTER: usize = linux_raw_sys::ptrace::SECCOMP_SET_MODE_FILTER as usize;
+// A package's filter is 8 bytes per instruction: one `struct sock_filter` each.
+const _: () = assert!(core::mem::size_of::<sock_filter>() == 8);
 
 /// `seccomp(SECCOMP_SET_MODE_FILTER, 0, prog)`: loads a classic BPF program, 8 bytes per
 /// instruction, little endian as the package stores it (native on all three targets). Needs
@@ -173,50 +160,23 @@ pub fn load_seccomp(program: &[u8]) -> Result<(), Errno> {
     {
         return Err(Errno::INVAL);
     }
-    let prog = SockFprog {
+    let prog = sock_fprog {
         len: (program.len() / 8) as u16,
-        filter: program.as_ptr(),
+        // Only the kernel reads through it (it copies the bytes, so their alignment does
+        // not matter); the pointer is `*mut` in the C struct but nothing is written.
+        filter: program.as_ptr().cast::<sock_filter>().cast_mut(),
     };
     // SAFETY: the kernel reads `prog` and `prog.len` instructions from `program`, both
     // valid for the call; it copies the program before returning.
     let r = unsafe {
         raw4(
-            SECCOMP,
+            nr::SECCOMP,
             SECCOMP_SET_MODE_FILTER,
             0,
-            &prog as *const SockFprog as usize,
+            &prog as *const sock_fprog as usize,
             0,
         )
     };
-    result(r).map(drop)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod nr {
-    pub const EXECVE: usize = 59;
-    pub const PRCTL: usize = 157;
-}
-#[cfg(target_arch = "aarch64")]
-mod nr {
-    pub const EXECVE: usize = 221;
-    pub const PRCTL: usize = 167;
-}
-#[cfg(target_arch = "arm")]
-mod nr {
-    pub const EXECVE: usize = 11;
-    pub const PRCTL: usize = 172;
-}
-
-const PR_SET_KEEPCAPS: usize = 8;
-const PR_CAPBSET_DROP: usize = 24;
-const PR_CAP_AMBIENT: usize = 47;
-const PR_CAP_AMBIENT_RAISE: usize = 2;
-
-/// `prctl(option, arg2, arg3, arg4, arg5)` for the options that take only integers.
-fn prctl_int(option: usize, arg2: usize, arg3: usize) -> Result<(), Errno> {
-    // SAFETY: the options used here (KEEPCAPS, CAPBSET_DROP, CAP_AMBIENT) take integers
-    // only; nothing is read or written through a pointer.
-    let r = unsafe { super::syscall::raw5(nr::PRCTL, option, arg2, arg3, 0, 0) };
     result(r).map(drop)
 }
 
@@ -224,7 +184,12 @@ fn prctl_int(option: usize, arg2: usize, arg3: usize) -> Result<(), Errno> {
 /// a set-uid program. Needs `CAP_SETPCAP`, so it is done before the uid changes.
 /// `Ok(false)` when this kernel does not know `cap` (so it is in no set either).
 pub fn drop_bounding_capability(cap: u32) -> Result<bool, Errno> {
-    match prctl_int(PR_CAPBSET_DROP, cap as usize, 0) {
+    // The kernel answers EINVAL for a number past its last capability; rustix's set has
+    // 64 bits, and no kernel knows a capability that far.
+    let Some(set) = capability(cap) else {
+        return Ok(false);
+    };
+    match rustix::thread::remove_capability_from_bounding_set(set) {
         Ok(()) => Ok(true),
         Err(Errno::INVAL) => Ok(false),
         Err(e) => Err(e),
@@ -234,13 +199,20 @@ pub fn drop_bounding_capability(cap: u32) -> Result<bool, Errno> {
 /// `prctl(PR_SET_KEEPCAPS, on)`: keep the permitted capabilities across the change from
 /// uid 0 to the app's uid.
 pub fn set_keep_capabilities(on: bool) -> Result<(), Errno> {
-    prctl_int(PR_SET_KEEPCAPS, usize::from(on), 0)
+    rustix::thread::set_keep_capabilities(on)
 }
 
 /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)`: a capability that survives
 /// `execve` of an ordinary (not set-uid, no file capabilities) program by a non-root uid.
 pub fn raise_ambient_capability(cap: u32) -> Result<(), Errno> {
-    prctl_int(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap as usize)
+    let set = capability(cap).ok_or(Errno::INVAL)?;
+    rustix::thread::configure_capability_in_ambient_set(set, true)
+}
+
+/// Capability number `cap` as rustix's one-bit set; `None` past its 64 bits.
+fn capability(cap: u32) -> Option<rustix::thread::CapabilitySet> {
+    let bit = 1u64.checked_shl(cap)?;
+    Some(rustix::thread::CapabilitySet::from_bits_retain(bit))
 }
 
 /// Most strings in argv (init and its arguments).
@@ -351,17 +323,7 @@ impl Default for Exec {
 /// `exit_group(code)`: ends this process at once, without unwinding or running anything
 /// (a forked container process must never return into the runtime's code).
 pub fn exit(code: i32) -> ! {
-    #[cfg(target_arch = "x86_64")]
-    const EXIT_GROUP: usize = 231;
-    #[cfg(target_arch = "aarch64")]
-    const EXIT_GROUP: usize = 94;
-    #[cfg(target_arch = "arm")]
-    const EXIT_GROUP: usize = 248;
-    // SAFETY: exit_group takes one integer and does not return.
-    unsafe { raw4(EXIT_GROUP, code as usize, 0, 0, 0) };
-    // exit_group cannot fail; this only satisfies the type.
-    #[allow(clippy::empty_loop)]
-    loop {}
+    super::syscall::exit_group(code)
 }
 
 /// A descriptor this process set up at a fixed number (a container's init keeps its
@@ -375,18 +337,12 @@ pub fn fixed_fd(raw: i32) -> rustix::fd::BorrowedFd<'static> {
 /// `dup3(fd, target, O_CLOEXEC)`: `fd` also at the number `target` (whatever was open
 /// there is closed first), closed again on `execve`.
 pub fn dup_to(fd: &impl AsFd, target: i32) -> Result<(), Errno> {
-    #[cfg(target_arch = "x86_64")]
-    const DUP3: usize = 292;
-    #[cfg(target_arch = "aarch64")]
-    const DUP3: usize = 24;
-    #[cfg(target_arch = "arm")]
-    const DUP3: usize = 358;
-    const O_CLOEXEC: usize = 0o2000000;
+    const O_CLOEXEC: usize = kernel::O_CLOEXEC as usize;
     // SAFETY: dup3 takes three integers. The caller gives up whatever descriptor was at
     // `target`: it must not be owned by an `OwnedFd` that is used or dropped afterwards.
     let r = unsafe {
         raw4(
-            DUP3,
+            nr::DUP3,
             fd.as_fd().as_raw_fd() as usize,
             target as usize,
             O_CLOEXEC,

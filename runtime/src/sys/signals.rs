@@ -28,57 +28,39 @@ impl SignalSet {
     pub const NONE: SignalSet = SignalSet(0);
 }
 
-const SIG_BLOCK: usize = 0;
-const SIG_SETMASK: usize = 2;
-const SFD_NONBLOCK: usize = 0o4000;
-const SFD_CLOEXEC: usize = 0o2000000;
-/// `sizeof(struct signalfd_siginfo)`.
+// signalfd.h: SFD_NONBLOCK and SFD_CLOEXEC are O_NONBLOCK and O_CLOEXEC.
+const SFD_NONBLOCK: usize = linux_raw_sys::general::O_NONBLOCK as usize;
+const SFD_CLOEXEC: usize = linux_raw_sys::general::O_CLOEXEC as usize;
+/// `sizeof(struct signalfd_siginfo)` (linux-raw-sys does not have the struct).
 const SIGINFO_LEN: usize = 128;
-
-#[cfg(target_arch = "x86_64")]
-mod nr {
-    pub const RT_SIGPROCMASK: usize = 14;
-    pub const SIGNALFD4: usize = 289;
-}
-#[cfg(target_arch = "aarch64")]
-mod nr {
-    pub const RT_SIGPROCMASK: usize = 135;
-    pub const SIGNALFD4: usize = 74;
-}
-#[cfg(target_arch = "arm")]
-mod nr {
-    pub const RT_SIGPROCMASK: usize = 175;
-    pub const SIGNALFD4: usize = 355;
-}
+/// Bytes of the kernel's signal set: `_NSIG` bits, which [`SignalSet`] holds.
+const SIGSET_LEN: usize = core::mem::size_of::<u64>();
+const _: () = assert!(linux_raw_sys::general::_NSIG as usize == 8 * SIGSET_LEN);
 
 /// `rt_sigprocmask(SIG_BLOCK, set)`: the signals in `set` stay pending instead of being
 /// delivered, so a `signalfd` can read them.
 pub fn block(set: SignalSet) -> Result<(), Errno> {
-    // SAFETY: the kernel reads 8 bytes from a valid pointer to `set.0`; the old-set
-    // pointer is null, so nothing is written.
-    let r = unsafe {
-        super::syscall::raw4(
-            nr::RT_SIGPROCMASK,
-            SIG_BLOCK,
-            &set.0 as *const u64 as usize,
-            0,
-            8,
-        )
-    };
-    super::syscall::result(r).map(drop)
+    sigprocmask(linux_raw_sys::general::SIG_BLOCK, set)
 }
 
 /// `rt_sigprocmask(SIG_SETMASK, set)`: exactly the signals in `set` are blocked. A child
 /// about to `execve` unblocks everything, since the mask survives the exec.
 pub fn set_mask(set: SignalSet) -> Result<(), Errno> {
-    // SAFETY: as in `block`: the kernel reads 8 bytes from `set.0` and writes nothing.
+    sigprocmask(linux_raw_sys::general::SIG_SETMASK, set)
+}
+
+/// `rt_sigprocmask(how, set, NULL)`: changes the blocked signals, without reading the old
+/// mask.
+fn sigprocmask(how: u32, set: SignalSet) -> Result<(), Errno> {
+    // SAFETY: the kernel reads `SIGSET_LEN` bytes from a valid pointer to `set.0`; the
+    // old-set pointer is null, so nothing is written.
     let r = unsafe {
         super::syscall::raw4(
-            nr::RT_SIGPROCMASK,
-            SIG_SETMASK,
+            super::nr::RT_SIGPROCMASK,
+            how as usize,
             &set.0 as *const u64 as usize,
             0,
-            8,
+            SIGSET_LEN,
         )
     };
     super::syscall::result(r).map(drop)
@@ -88,13 +70,13 @@ pub fn set_mask(set: SignalSet) -> Result<(), Errno> {
 /// when a signal of `set` is pending.
 pub fn signalfd(set: SignalSet) -> Result<OwnedFd, Errno> {
     let minus_one = usize::MAX; // -1: make a new descriptor.
-    // SAFETY: the kernel reads 8 bytes from a valid pointer to `set.0`.
+    // SAFETY: the kernel reads `SIGSET_LEN` bytes from a valid pointer to `set.0`.
     let r = unsafe {
         super::syscall::raw4(
-            nr::SIGNALFD4,
+            super::nr::SIGNALFD4,
             minus_one,
             &set.0 as *const u64 as usize,
-            8,
+            SIGSET_LEN,
             SFD_NONBLOCK | SFD_CLOEXEC,
         )
     };
@@ -103,7 +85,8 @@ pub fn signalfd(set: SignalSet) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Reads the next pending signal's number from a `signalfd`; `None` when none is pending.
+/// `read(fd, struct signalfd_siginfo)`: the next pending signal's number from a
+/// `signalfd`; `None` when none is pending.
 pub fn read_signal(fd: impl AsFd) -> Result<Option<u32>, Errno> {
     let mut info = [0u8; SIGINFO_LEN];
     match rustix::io::read(fd, &mut info) {
@@ -124,22 +107,18 @@ mod tests {
     /// `tgkill(2)`: a signal for this thread only, so the test harness's other threads
     /// never see it.
     fn signal_this_thread(signal: u32) {
-        #[cfg(target_arch = "x86_64")]
-        const TGKILL: usize = 234;
-        #[cfg(target_arch = "aarch64")]
-        const TGKILL: usize = 131;
-        #[cfg(target_arch = "arm")]
-        const TGKILL: usize = 268;
         let pid = rustix::process::getpid().as_raw_nonzero().get() as usize;
         let tid = rustix::thread::gettid().as_raw_nonzero().get() as usize;
         // SAFETY: tgkill takes three integers.
-        let r = unsafe { super::super::syscall::raw4(TGKILL, pid, tid, signal as usize, 0) };
+        let r = unsafe {
+            super::super::syscall::raw4(super::super::nr::TGKILL, pid, tid, signal as usize, 0)
+        };
         assert_eq!(super::super::syscall::result(r), Ok(0));
     }
 
     #[test]
     fn a_blocked_signal_is_read_from_the_signalfd() {
-        const SIGUSR2: u32 = 12;
+        const SIGUSR2: u32 = linux_raw_sys::general::SIGUSR2;
         let set = SignalSet::of(&[SIGUSR2]);
         block(set).unwrap();
         let fd = signalfd(set).unwrap();

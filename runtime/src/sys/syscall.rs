@@ -1,4 +1,5 @@
-//! Raw system calls with up to five arguments, for the few calls rustix does not have.
+//! Raw system calls with up to five arguments, for the few calls rustix does not have
+//! (their numbers are in [`super::nr`]), and `exit_group`.
 
 use rustix::io::Errno;
 
@@ -55,6 +56,38 @@ pub unsafe fn raw5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: us
         );
     }
     ret
+}
+
+/// `exit_group(code)`: ends the process at once. rustix keeps its own behind an unstable
+/// feature, so the call is made here, without a return path.
+pub fn exit_group(code: i32) -> ! {
+    // SAFETY: exit_group takes one integer and never returns. r7 cannot be named as an
+    // operand on arm (it may be the frame pointer); it is set by hand, and never restored
+    // since nothing runs after the call.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!(
+            "syscall",
+            in("rax") super::nr::EXIT_GROUP,
+            in("rdi") code as isize,
+            options(noreturn),
+        );
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!(
+            "svc 0",
+            in("x8") super::nr::EXIT_GROUP,
+            in("x0") code as isize,
+            options(noreturn),
+        );
+        #[cfg(target_arch = "arm")]
+        core::arch::asm!(
+            "mov r7, #{nr}",
+            "svc 0",
+            nr = const super::nr::EXIT_GROUP,
+            in("r0") code as isize,
+            options(noreturn),
+        );
+    }
 }
 
 /// The kernel returns `-errno` in `-4095..0` and a value otherwise.
