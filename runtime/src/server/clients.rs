@@ -289,14 +289,20 @@ impl<'c> Clients<'c> {
             let Ok((uid, gid)) = crate::sys::peer::peer_credentials(&fd) else {
                 continue;
             };
-            let token = self.new_token();
-            let watch = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
-            if poll.add(&fd, token, watch).is_err() {
-                continue;
-            }
-            // Cannot fail: checked for room above.
-            let _ = self.list.push(Client::new(token, fd, uid, gid, false));
+            self.add(fd, uid, gid, poll);
         }
+    }
+
+    /// Serves a connected socket of a peer with `uid` and `gid`; `None` (and the socket
+    /// closed) if the table is full or the poll set refuses it.
+    pub fn add(&mut self, fd: OwnedFd, uid: u32, gid: u32, poll: &Poll) -> Option<Token> {
+        let token = self.new_token();
+        let watch = epoll::EventFlags::IN | epoll::EventFlags::RDHUP;
+        poll.add(&fd, token, watch).ok()?;
+        self.list
+            .push(Client::new(token, fd, uid, gid, false))
+            .ok()?;
+        Some(token)
     }
 
     /// Serves the console protocol on a serial or virtio console device too, as a

@@ -15,7 +15,8 @@
 //!
 //! [`dispatch`] decodes a request, checks its permission and calls one handler
 //! ([`packages`], [`containers`]), which returns its [`dispatch::Answer`]: a reply now, or
-//! later through a waiter that a container event answers.
+//! later through a waiter that a container event ([`events`]) answers. [`errors`] is the
+//! one conversion to the wire's errors.
 //!
 //! Handlers and other functions with large stack buffers are `#[inline(never)]`: inlined
 //! into the loop, their buffers would be part of the loop's frame and stack-probed (made
@@ -30,6 +31,7 @@ pub mod clients;
 pub mod containers;
 pub mod dispatch;
 pub mod errors;
+pub mod events;
 pub mod packages;
 pub mod poll;
 
@@ -127,6 +129,31 @@ impl core::fmt::Display for StartError {
     }
 }
 
+/// The runtime's tables, lent to it: [`run`] takes the static ones (once per process);
+/// the handler tests lend their own.
+pub struct Tables<'c> {
+    scratch: &'c mut [u8; SCRATCH_LEN],
+    clients: &'c mut Vec<Client, MAX_CLIENTS>,
+    packages: &'c mut Packages,
+    containers: &'c mut Table,
+    exec: &'c mut Exec,
+    launch: &'c mut [u8; SCRATCH_LEN],
+}
+
+impl Tables<'static> {
+    /// The static tables; `None` if they were taken before.
+    fn take_static() -> Option<Tables<'static>> {
+        Some(Tables {
+            scratch: SCRATCH.take()?,
+            clients: CLIENTS.take()?,
+            packages: PACKAGES.take()?,
+            containers: CONTAINERS.take()?,
+            exec: EXEC.take()?,
+            launch: LAUNCH.take()?,
+        })
+    }
+}
+
 /// The runtime's state: one owner per concern (see the module's documentation).
 pub struct Runtime<'c> {
     config: &'c Config<'c>,
@@ -148,7 +175,8 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     let signal_set = SignalSet::of(&[SIGTERM, SIGINT, SIGCHLD]);
     signals::block(signal_set).map_err(StartError::Setup)?;
     let signal_fd = signals::signalfd(signal_set).map_err(StartError::Setup)?;
-    let mut runtime = Runtime::new(config)?;
+    let tables = Tables::take_static().ok_or(StartError::Setup(Errno::BUSY))?;
+    let mut runtime = Runtime::new(config, tables)?;
     runtime.store.scan();
     let listener = listen(config.socket)?;
     let readable = epoll::EventFlags::IN;
@@ -256,22 +284,17 @@ fn lock_run_dir(run_dir: &str) -> Result<OwnedFd, StartError> {
 }
 
 impl<'c> Runtime<'c> {
-    /// Takes the static tables (once per process), reads the keys, makes the
-    /// directories and takes the run directory's lock.
-    fn new(config: &'c Config<'c>) -> Result<Runtime<'c>, StartError> {
-        let taken = (
-            SCRATCH.take(),
-            CLIENTS.take(),
-            PACKAGES.take(),
-            CONTAINERS.take(),
-            EXEC.take(),
-            LAUNCH.take(),
-        );
-        let (Some(scratch), Some(clients), Some(packages), Some(table), Some(exec), Some(buffer)) =
-            taken
-        else {
-            return Err(StartError::Setup(Errno::BUSY));
-        };
+    /// A runtime over lent tables: reads the keys, makes the directories and takes the
+    /// run directory's lock.
+    fn new(config: &'c Config<'c>, tables: Tables<'c>) -> Result<Runtime<'c>, StartError> {
+        let Tables {
+            scratch,
+            clients,
+            packages,
+            containers: table,
+            exec,
+            launch: buffer,
+        } = tables;
         let store = Store::new(config, packages, scratch).map_err(StartError::Key)?;
         fs::create_dirs(config.run_dir).map_err(StartError::Directory)?;
         // Before anything of the run directory, the socket or a repository is touched.
@@ -349,3 +372,6 @@ impl<'c> Runtime<'c> {
         self.clients.settle(token, &self.poll);
     }
 }
+
+#[cfg(test)]
+mod tests;
