@@ -336,6 +336,8 @@ fn stop_is_graceful_then_forced_and_kills_the_whole_container() {
         console.start("svc", &["block-term", "spawn", "pause"]),
         "Ok"
     );
+    // The stop only once SIGTERM is blocked: the app spawns after blocking it.
+    wait_until("two probes", || probes_under(&runtime).len() == 2);
     assert_eq!(console.stop("svc", None), "Stopped(Signal(9))");
     wait_until("no probe left", || probes_under(&runtime).is_empty());
     assert_eq!(console.stop("svc", None), "Error(NotRunning)");
