@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Raw, Runtime, assert_json, client, is_root, npk_bytes, texts};
+use common::{Console, Runtime, assert_json, client, is_root, npk_bytes, texts};
 use nanostar_protocol::console::{Error, Message, Reply, Table};
 use nanostar_protocol::npk::Arch;
 
@@ -321,8 +321,10 @@ fn refused_json(rt: &Runtime, args: &[&str]) -> String {
 }
 
 fn key_id(key: &ed25519_compact::KeyPair) -> String {
-    let id = nanostar_protocol::npk::keys::PublicKey(*key.pk).id();
-    id.0.iter().map(|b| format!("{b:02x}")).collect()
+    common::key_id(key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -474,7 +476,7 @@ fn a_full_client_table_is_said_as_such() {
     let mut rt = Runtime::start();
     // max_clients = 4 (and the connection that saw the runtime come up is gone).
     std::thread::sleep(Duration::from_millis(300));
-    let mut four: Vec<Raw> = (0..4).map(|_| Raw::connect(&rt)).collect();
+    let mut four: Vec<Console> = (0..4).map(|_| rt.connect()).collect();
     for c in &mut four {
         c.hello();
     }

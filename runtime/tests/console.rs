@@ -10,11 +10,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Raw, Runtime, is_root};
+use common::{Console, Runtime, is_root, key_id};
 
 use nanostar_protocol::console::{Hello, Message, Reply, Request, encode_frame};
-use nanostar_tools::manifest::SourceManifest;
-use nanostar_tools::package::{PackInput, pack};
 
 impl Runtime {
     /// Packs a package named `name` 1.0.0 into `file` (in the test directory).
@@ -25,17 +23,12 @@ impl Runtime {
         let toml = format!(
             "name = \"{name}\"\nversion = \"1.0.0\"\ninit = \"/bin/x\"\nuid = 1000\ngid = 1000\n[mounts.\"/data\"]\ntype = \"persist\"\n"
         );
-        let source = SourceManifest::parse(&toml).unwrap();
-        let bytes = pack(
-            &PackInput {
-                manifest: &source,
-                root: &root,
-                key,
-                arch: Some(nanostar_protocol::npk::Arch::X86_64),
-            },
-            &mut |_| {},
+        let bytes = common::pack_toml(
+            &toml,
+            &root,
+            key,
+            Some(nanostar_protocol::npk::Arch::X86_64),
         )
-        .unwrap()
         .bytes;
         let path = self.path(file);
         std::fs::write(&path, bytes).unwrap();
@@ -78,7 +71,7 @@ fn install_list_inspect_mount_umount_uninstall() {
     assert!(out.contains("installed streamed 1.0.0"), "{out}");
     rt.ok(&["uninstall", "streamed", "1.0.0"]);
     // An install that announces a descriptor but sends none is a protocol violation.
-    let mut raw = Raw::connect(&rt);
+    let mut raw = rt.connect();
     raw.hello();
     raw.send(&Message::Request {
         id: 5,
@@ -173,7 +166,7 @@ fn a_client_gone_mid_install_leaves_nothing_and_others_are_served() {
         return;
     }
     let mut rt = Runtime::start();
-    let mut raw = Raw::connect(&rt);
+    let mut raw = rt.connect();
     raw.hello();
     raw.send(&Message::Request {
         id: 1,
@@ -211,7 +204,7 @@ fn a_client_gone_mid_install_leaves_nothing_and_others_are_served() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // A stalled install times out (install_timeout_ms = 2000) and is removed too.
-    let mut stalled = Raw::connect(&rt);
+    let mut stalled = rt.connect();
     stalled.hello();
     stalled.send(&Message::Request {
         id: 7,
@@ -238,24 +231,24 @@ fn garbage_oversize_frames_old_clients_and_crowds_do_not_stop_the_runtime() {
     }
     let mut rt = Runtime::start();
     // Random bytes, then a lone delimiter.
-    let mut garbage = Raw::connect(&rt);
+    let mut garbage = rt.connect();
     let noise: Vec<u8> = (0..20_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
-    let _ = garbage.0.write_all(&noise);
+    let _ = garbage.stream.write_all(&noise);
     // An oversize frame after the handshake gets a protocol violation.
-    let mut big = Raw::connect(&rt);
+    let mut big = rt.connect();
     big.hello();
     let huge = vec![0x41u8; 20_000];
     let mut wire = vec![0u8; 21_000];
     let frame = encode_frame(&huge, &mut wire).unwrap().to_vec();
-    let _ = big.0.write_all(&frame);
+    let _ = big.stream.write_all(&frame);
     let answer = Message::decode(&big.read_frame())
         .map(|m| format!("{m:?}"))
         .unwrap_or_default();
     assert!(answer.contains("FrameTooLong"), "{answer}");
     // A client of another protocol version is refused with the versions the runtime speaks.
-    let mut future = Raw::connect(&rt);
+    let mut future = rt.connect();
     future.send(&Message::Hello(Hello {
         protocol_version: 99,
         client: "future",
@@ -269,11 +262,11 @@ fn garbage_oversize_frames_old_clients_and_crowds_do_not_stop_the_runtime() {
     drop(future);
     std::thread::sleep(Duration::from_millis(200));
     // max_clients = 4: a fifth client is told the table is full; the four are unharmed.
-    let mut four: Vec<Raw> = (0..4).map(|_| Raw::connect(&rt)).collect();
+    let mut four: Vec<Console> = (0..4).map(|_| rt.connect()).collect();
     for c in &mut four {
         c.hello();
     }
-    let mut fifth = Raw::connect(&rt);
+    let mut fifth = rt.connect();
     let refusal = Message::decode(&fifth.read_frame())
         .map(|m| format!("{m:?}"))
         .unwrap_or_default();
@@ -350,70 +343,50 @@ impl Runtime {
         let toml = format!(
             "name = \"{name}\"\nversion = \"{version}\"\ninit = \"/bin/x\"\nuid = 1000\ngid = 1000\n"
         );
-        let source = SourceManifest::parse(&toml).unwrap();
-        let bytes = pack(
-            &PackInput {
-                manifest: &source,
-                root: &root,
-                key,
-                arch: Some(arch),
-            },
-            &mut |_| {},
-        )
-        .unwrap()
-        .bytes;
+        let bytes = common::pack_toml(&toml, &root, key, Some(arch)).bytes;
         let path = self.path(file);
         std::fs::write(&path, &bytes).unwrap();
         (path, bytes)
     }
 }
 
-impl Raw {
-    /// Sends a request and returns the debug text of its next reply.
-    fn ask(&mut self, id: u32, request: Request) -> String {
-        self.send(&Message::Request { id, request });
-        self.answer()
+/// Streams `bytes` on `raw` as an install announcing `name` 1.0.0 (`Request::Install`);
+/// returns the final answer, or the refusal of the begin.
+fn install_announced(
+    raw: &mut Console,
+    id: u32,
+    bytes: &[u8],
+    name: &str,
+    replace: bool,
+) -> String {
+    let package = nanostar_protocol::console::PackageId {
+        name,
+        version: nanostar_protocol::version::Version::parse("1.0.0").unwrap(),
+    };
+    let begin = raw.ask(
+        id,
+        Request::Install {
+            repository: "default",
+            size: bytes.len() as u64,
+            fd: false,
+            package,
+            replace,
+        },
+    );
+    if !begin.contains("InstallAccepted") {
+        return begin;
     }
-
-    /// The debug text of the next message.
-    fn answer(&mut self) -> String {
-        Message::decode(&self.read_frame())
-            .map(|m| format!("{m:?}"))
-            .unwrap_or_default()
-    }
-
-    /// Streams `bytes` as an install announcing `package` (`Request::Install`); returns
-    /// the final answer, or the refusal of the begin.
-    fn install_announced(&mut self, id: u32, bytes: &[u8], name: &str, replace: bool) -> String {
-        let package = nanostar_protocol::console::PackageId {
-            name,
-            version: nanostar_protocol::version::Version::parse("1.0.0").unwrap(),
-        };
-        let begin = self.ask(
+    for chunk in bytes.chunks(8192) {
+        raw.send(&Message::Request {
             id,
-            Request::Install {
-                repository: "default",
-                size: bytes.len() as u64,
-                fd: false,
-                package,
-                replace,
-            },
-        );
-        if !begin.contains("InstallAccepted") {
-            return begin;
-        }
-        for chunk in bytes.chunks(8192) {
-            self.send(&Message::Request {
-                id,
-                request: Request::InstallChunk { data: chunk },
-            });
-        }
-        self.send(&Message::Request {
-            id,
-            request: Request::InstallEnd,
+            request: Request::InstallChunk { data: chunk },
         });
-        self.answer()
     }
+    raw.send(&Message::Request {
+        id,
+        request: Request::InstallEnd,
+    });
+    raw.answer()
 }
 
 #[test]
@@ -449,9 +422,9 @@ fn packages_for_another_architecture_are_refused_at_install_and_skipped_at_start
     use nanostar_protocol::npk::Arch;
     let mut rt = Runtime::start();
     let (arm, bytes) = rt.package_for("armapp", "1.0.0", Arch::Aarch64, "armapp.npk", None);
-    let mut raw = Raw::connect(&rt);
+    let mut raw = rt.connect();
     raw.hello();
-    let answer = raw.install_announced(1, &bytes, "armapp", false);
+    let answer = install_announced(&mut raw, 1, &bytes, "armapp", false);
     assert!(
         answer.contains("ArchMismatch { package: 2, runtime: 1 }"),
         "{answer}"
@@ -462,7 +435,7 @@ fn packages_for_another_architecture_are_refused_at_install_and_skipped_at_start
     assert_eq!(out.status.code(), Some(1));
     // A data-only package (architecture "any") is fine everywhere.
     let (_, any) = rt.package_for("data", "1.0.0", Arch::Any, "data.npk", None);
-    let answer = raw.install_announced(2, &any, "data", false);
+    let answer = install_announced(&mut raw, 2, &any, "data", false);
     assert!(answer.contains("Installed"), "{answer}");
     drop(raw);
     rt.stop();
@@ -488,12 +461,9 @@ fn an_announced_install_is_refused_before_its_bytes_and_may_replace_a_stopped_pa
     use nanostar_protocol::npk::Arch;
     let mut rt = Runtime::start();
     let (_, first) = rt.package_for("app", "1.0.0", Arch::X86_64, "app-a.npk", None);
-    let mut raw = Raw::connect(&rt);
+    let mut raw = rt.connect();
     raw.hello();
-    assert!(
-        raw.install_announced(1, &first, "app", false)
-            .contains("Installed")
-    );
+    assert!(install_announced(&mut raw, 1, &first, "app", false).contains("Installed"));
     rt.ok(&["mount", "app", "1.0.0"]);
     // The same name and version again: refused at the begin, before a single chunk.
     let refused = raw.ask(
@@ -514,7 +484,7 @@ fn an_announced_install_is_refused_before_its_bytes_and_may_replace_a_stopped_pa
     std::fs::write(rt.path("root-app-1.0.0/extra.txt"), "new build").unwrap();
     let (_, second) = rt.package_for("app", "1.0.0", Arch::X86_64, "app-b.npk", None);
     assert_ne!(first, second);
-    let replaced = raw.install_announced(3, &second, "app", true);
+    let replaced = install_announced(&mut raw, 3, &second, "app", true);
     assert!(replaced.contains("Installed"), "{replaced}");
     assert_eq!(rt.files("repo"), ["app-1.0.0.npk"]);
     assert_eq!(
@@ -524,7 +494,7 @@ fn an_announced_install_is_refused_before_its_bytes_and_may_replace_a_stopped_pa
     assert!(rt.ok(&["--json", "list"]).contains("\"mounted\":false"));
     // A package that is not the announced one is refused at the end, leaving nothing.
     let (_, other) = rt.package_for("other", "1.0.0", Arch::X86_64, "other.npk", None);
-    let wrong = raw.install_announced(4, &other, "app", true);
+    let wrong = install_announced(&mut raw, 4, &other, "app", true);
     assert!(wrong.contains("NotAsAnnounced"), "{wrong}");
     assert_eq!(rt.files("repo"), ["app-1.0.0.npk"]);
     assert_eq!(
@@ -549,7 +519,7 @@ fn uninstall_unmounts_a_stopped_package_and_repositories_are_listed() {
         !rt.path("run/mnt/gone-1.0.0").exists(),
         "unmounted on the way out"
     );
-    let mut raw = Raw::connect(&rt);
+    let mut raw = rt.connect();
     raw.hello();
     let repositories = raw.ask(1, Request::Repositories);
     assert!(
@@ -569,7 +539,7 @@ fn inspect_names_the_signer_also_in_a_repository_without_keys() {
     let key = ed25519_compact::KeyPair::from_seed(rt.key.sk.seed());
     let signed = rt.package("signedhere", "s.npk", Some(&key));
     rt.ok(&["install", signed.to_str().unwrap()]);
-    let mut raw = Raw::connect(&rt);
+    let mut raw = rt.connect();
     raw.hello();
     let inspected = raw.ask(
         1,
@@ -579,7 +549,7 @@ fn inspect_names_the_signer_also_in_a_repository_without_keys() {
             manifest_offset: 0,
         },
     );
-    let id = nanostar_protocol::npk::PublicKey(*key.pk).id().0;
+    let id = key_id(&key);
     assert!(
         inspected.contains(&format!("key: Some({id:?})")),
         "{inspected}"

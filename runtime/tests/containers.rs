@@ -9,12 +9,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Raw, Runtime, is_root};
-use nanostar_protocol::console::{Message, Notification, Reply, Request};
-use nanostar_protocol::npk::manifest::EnvVar;
+use common::{Console, Runtime, is_root};
+use nanostar_protocol::console::{Message, Reply, Request};
 use nanostar_protocol::version::Version;
-use nanostar_tools::manifest::SourceManifest;
-use nanostar_tools::package::{PackInput, pack};
 
 /// Directories every probe image has, as mount targets.
 const TARGETS: [&str; 9] = [
@@ -62,174 +59,7 @@ fn install_toml(rt: &Runtime, toml: &str, root: &Path) {
 }
 
 fn pack_toml(toml: &str, root: &Path) -> Vec<u8> {
-    let source = SourceManifest::parse(toml).unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
-    pack(
-        &PackInput {
-            manifest: &source,
-            root,
-            key: None,
-            arch: Some(nanostar_protocol::npk::Arch::X86_64),
-        },
-        &mut |_| {},
-    )
-    .unwrap()
-    .bytes
-}
-
-/// A protocol connection that is subscribed to notifications.
-struct Console {
-    raw: Raw,
-    next_id: u32,
-    /// Notifications seen while waiting for replies, as Debug text.
-    seen: Vec<String>,
-}
-
-impl Console {
-    fn open(rt: &Runtime) -> Console {
-        let mut raw = Raw::connect(rt);
-        raw.0
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        raw.hello();
-        let mut console = Console {
-            raw,
-            next_id: 1,
-            seen: Vec::new(),
-        };
-        assert_eq!(console.request(Request::Subscribe), "Ok");
-        console
-    }
-
-    /// Sends a request and returns its reply as Debug text.
-    fn request(&mut self, request: Request) -> String {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.raw.send(&Message::Request { id, request });
-        loop {
-            let frame = self.raw.read_frame();
-            assert!(
-                !frame.is_empty(),
-                "connection closed while waiting for {id}"
-            );
-            match Message::decode(&frame).unwrap() {
-                Message::Reply { id: got, reply } if got == id => return format!("{reply:?}"),
-                Message::Notification(n) => self.seen.push(format!("{n:?}")),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    fn start(&mut self, name: &str, args: &[&str]) -> String {
-        self.start_env(name, args, &[])
-    }
-
-    fn start_env(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-        self.request(Request::Start {
-            name,
-            version: None,
-            args: Some(heapless::Vec::from_slice(args).unwrap()),
-            env: env
-                .iter()
-                .map(|(key, value)| EnvVar { key, value })
-                .collect(),
-        })
-    }
-
-    /// Stops `name`; the reply as Debug text. The `Exited` notification that comes with
-    /// a stop is consumed (and must agree with the reply).
-    fn stop(&mut self, name: &str, timeout_ms: Option<u32>) -> String {
-        let reply = self.request(Request::Stop {
-            name,
-            version: None,
-            timeout_ms,
-        });
-        if let Some(status) = reply.strip_prefix("Stopped(") {
-            assert_eq!(format!("{})", self.wait_exit(name)), status);
-        }
-        reply
-    }
-
-    /// Waits for the `Exited` notification of `name`; its status as Debug text.
-    fn wait_exit(&mut self, name: &str) -> String {
-        let needle = format!("name: \"{name}\"");
-        if let Some(i) = self
-            .seen
-            .iter()
-            .position(|n| n.starts_with("Exited") && n.contains(&needle))
-        {
-            let n = self.seen.remove(i);
-            return exit_of(&n);
-        }
-        loop {
-            let frame = self.raw.read_frame();
-            assert!(
-                !frame.is_empty(),
-                "connection closed waiting for {name} to exit"
-            );
-            if let Message::Notification(n @ Notification::Exited { package, .. }) =
-                Message::decode(&frame).unwrap()
-                && package.name == name
-            {
-                return exit_of(&format!("{n:?}"));
-            }
-        }
-    }
-
-    /// All of `name`'s log (without following).
-    fn logs(&mut self, name: &str) -> (u64, Vec<u8>) {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.raw.send(&Message::Request {
-            id,
-            request: Request::Logs {
-                name,
-                version: None,
-                follow: false,
-            },
-        });
-        let (mut dropped, mut data) = (0, Vec::new());
-        loop {
-            let frame = self.raw.read_frame();
-            assert!(!frame.is_empty(), "connection closed reading logs");
-            match Message::decode(&frame).unwrap() {
-                Message::Reply {
-                    id: got,
-                    reply:
-                        Reply::Log {
-                            dropped: d,
-                            data: bytes,
-                        },
-                } if got == id => {
-                    dropped += d;
-                    data.extend_from_slice(bytes);
-                }
-                Message::Reply {
-                    id: got,
-                    reply: Reply::LogEnd,
-                } if got == id => return (dropped, data),
-                Message::Reply { id: got, reply } if got == id => panic!("logs: {reply:?}"),
-                _ => {}
-            }
-        }
-    }
-
-    /// Runs the probe with `args` to its end; its exit status and output.
-    fn run(&mut self, name: &str, args: &[&str]) -> (String, String) {
-        let before = self.logs(name).1.len();
-        assert_eq!(self.start(name, args), "Ok", "start {name} {args:?}");
-        let status = self.wait_exit(name);
-        let log = self.logs(name).1;
-        (
-            status,
-            String::from_utf8_lossy(&log[before.min(log.len())..]).into_owned(),
-        )
-    }
-}
-
-/// `Exited { package: .., status: Code(0) }` → `Code(0)`.
-fn exit_of(notification: &str) -> String {
-    let at = notification.find("status: ").unwrap() + "status: ".len();
-    notification[at..].trim_end_matches(" }").to_string()
+    common::npk_bytes(toml, root, None, nanostar_protocol::npk::Arch::X86_64)
 }
 
 /// The value of `key` in a probe report (the first line `key VALUE`).
@@ -342,7 +172,7 @@ fn the_app_sees_its_own_isolated_world() {
         "1.0.0",
         "capabilities = [\"CAP_NET_BIND_SERVICE\", \"CAP_KILL\"]\n[mounts.\"/proc\"]\ntype = \"proc\"\n",
     );
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     let (status, report) = console.run("iso", &["report", "cat", "/host/shared.txt"]);
     assert_eq!(status, "Code(0)", "{report}");
     // PID 1 is the container's init; the app is its child.
@@ -430,7 +260,7 @@ fn the_app_sees_its_own_isolated_world() {
         "Ok"
     );
     assert_eq!(console.wait_exit("iso"), "Code(0)");
-    let log = String::from_utf8(console.logs("iso").1).unwrap();
+    let log = String::from_utf8(console.logs_raw("iso").1).unwrap();
     let last = &log[log.rfind("pid ").unwrap()..];
     assert!(last.contains("env MODE=override") && last.contains("env EXTRA=1"));
     assert!(!last.contains("env MODE=manifest"));
@@ -453,7 +283,7 @@ fn exit_codes_and_signals_are_reported_exactly() {
     }
     let rt = Runtime::start();
     install_probe(&rt, "exits", "1.0.0", "");
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     for (args, expected) in [
         (&["exit", "0"][..], "Code(0)"),
         (&["exit", "1"], "Code(1)"),
@@ -494,7 +324,7 @@ fn stop_is_graceful_then_forced_and_kills_the_whole_container() {
     let rt = Runtime::start();
     install_probe(&rt, "svc", "1.0.0", "stop_timeout_ms = 300\n");
     let runtime = runtime_pid(&rt);
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     // SIGTERM ends it.
     assert_eq!(console.start("svc", &["spawn", "spawn", "pause"]), "Ok");
     wait_until("three probes", || probes_under(&runtime).len() == 3);
@@ -506,6 +336,8 @@ fn stop_is_graceful_then_forced_and_kills_the_whole_container() {
         console.start("svc", &["block-term", "spawn", "pause"]),
         "Ok"
     );
+    // The stop only once SIGTERM is blocked: the app spawns after blocking it.
+    wait_until("two probes", || probes_under(&runtime).len() == 2);
     assert_eq!(console.stop("svc", None), "Stopped(Signal(9))");
     wait_until("no probe left", || probes_under(&runtime).is_empty());
     assert_eq!(console.stop("svc", None), "Error(NotRunning)");
@@ -556,7 +388,7 @@ fn logs_are_kept_bounded_and_followable() {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     };
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     let (status, log) = console.run(
         "chatty",
         &["print", "one", "eprint", "two", "print", "three"],
@@ -566,7 +398,7 @@ fn logs_are_kept_bounded_and_followable() {
     // A follower sees new output as it comes (following a container that is not
     // running ends at once: `following_logs_ends_with_the_exit_and_tail_shows_the_last_lines`).
     assert_eq!(console.start("chatty", &["print", "live", "pause"]), "Ok");
-    let mut follower = Raw::connect(&rt);
+    let mut follower = rt.connect();
     follower.hello();
     follower.send(&Message::Request {
         id: 9,
@@ -602,7 +434,7 @@ fn logs_are_kept_bounded_and_followable() {
         "the runtime answers during the flood"
     );
     assert_eq!(console.wait_exit("chatty"), "Code(0)");
-    let (dropped, log) = console.logs("chatty");
+    let (dropped, log) = console.logs_raw("chatty");
     assert!(log.len() <= 16 * 1024, "{}", log.len());
     assert!(log.ends_with(b"tail\n"));
     assert!(dropped > 0);
@@ -626,7 +458,7 @@ fn persistent_data_survives_restarts_and_is_wiped_on_request() {
         "1.0.0",
         "[mounts.\"/data\"]\ntype = \"persist\"\n",
     );
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     let (status, _) = console.run("keeper", &["write", "/data/note", "remember me"]);
     assert_eq!(status, "Code(0)");
     let dir = rt.path("data/keeper");
@@ -687,7 +519,7 @@ fn resources_resolve_to_the_newest_match_and_stay_mounted_while_used() {
         "1.0.0",
         "[mounts.\"/host\"]\ntype = \"bind\"\nhost = \"/nonexistent/path\"\n",
     );
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     let (status, out) = console.run(
         "viewer",
         &["cat", "/res/version.txt", "write", "/res/x", "y"],
@@ -739,7 +571,7 @@ fn start_stop_cycles_leak_no_descriptor_and_no_mount() {
         "[mounts.\"/proc\"]\ntype = \"proc\"\n[mounts.\"/tmp\"]\ntype = \"tmpfs\"\nsize = \"64K\"\n[mounts.\"/dev\"]\ntype = \"dev\"\n",
     );
     let runtime = runtime_pid(&rt);
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     // The first start mounts the package; count after it.
     assert_eq!(console.start("cycle", &["pause"]), "Ok");
     assert_eq!(console.stop("cycle", None), "Stopped(Signal(15))");
@@ -780,7 +612,7 @@ fn cgroups_hold_the_container_and_limits_need_controllers() {
     let rt = Runtime::start_configured(|_| {}, &format!("cgroup = \"{}\"", root.display()));
     install_probe(&rt, "grouped", "1.0.0", "");
     install_probe(&rt, "limited", "1.0.0", "[cgroups]\nmemory_max = \"8M\"\n");
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     assert_eq!(console.start("grouped", &["report", "pause"]), "Ok");
     let procs = std::fs::read_to_string(root.join("grouped/cgroup.procs")).unwrap();
     assert_eq!(procs.lines().count(), 2, "init and app: {procs}");
@@ -816,7 +648,7 @@ fn restart_policy_backs_off_and_gives_up() {
         "1.0.0",
         "args = [\"exit\", \"0\"]\n[restart]\nmode = \"on-failure\"\n",
     );
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     assert_eq!(console.request(start_manifest("flaky")), "Ok");
     for _ in 0..3 {
         assert_eq!(console.wait_exit("flaky"), "Code(3)");
@@ -833,7 +665,7 @@ fn restart_policy_backs_off_and_gives_up() {
         "{:?}",
         console.seen
     );
-    let (_, log) = console.logs("flaky");
+    let (_, log) = console.logs_raw("flaky");
     assert_eq!(String::from_utf8(log).unwrap(), "attempt\n".repeat(3));
     // A clean exit is not a failure: no restart.
     assert_eq!(console.request(start_manifest("fine")), "Ok");
@@ -898,9 +730,9 @@ fn autostart_packages_start_with_the_runtime() {
         let manual = probe_package(dir, "manual", "1.0.0", "args = [\"pause\"]\n");
         std::fs::write(repo.join("manual-1.0.0.npk"), manual).unwrap();
     });
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     wait_until("auto to log", || {
-        console.logs("auto").1.starts_with(b"booted\n")
+        console.logs_raw("auto").1.starts_with(b"booted\n")
     });
     let list = rt.ok(&["--json", "list"]);
     let row = |name: &str| {
@@ -928,7 +760,7 @@ fn init_shows_as_init_and_the_app_gets_a_default_path_and_home() {
         "1.0.0",
         &format!("env = {{ PATH = \"/bin\", HOME = \"/data\" }}\n{proc_mount}"),
     );
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     // What the container's `ps` reads: never the host's command line or config path.
     let (status, cmdline) = console.run("plain", &["cat", "/proc/1/cmdline"]);
     assert_eq!(status, "Code(0)", "{cmdline}");
@@ -951,7 +783,7 @@ fn init_shows_as_init_and_the_app_gets_a_default_path_and_home() {
         "Ok"
     );
     assert_eq!(console.wait_exit("plain"), "Code(0)");
-    let log = String::from_utf8(console.logs("plain").1).unwrap();
+    let log = String::from_utf8(console.logs_raw("plain").1).unwrap();
     assert!(
         log.contains("env HOME=/tmp") && !log.contains("env HOME=/\n"),
         "{log}"
@@ -966,7 +798,7 @@ fn following_logs_ends_with_the_exit_and_tail_shows_the_last_lines() {
     }
     let rt = Runtime::start();
     install_probe(&rt, "talker", "1.0.0", "");
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     assert_eq!(
         console.start(
             "talker",
@@ -974,13 +806,11 @@ fn following_logs_ends_with_the_exit_and_tail_shows_the_last_lines() {
         ),
         "Ok"
     );
-    wait_until("three lines", || {
-        String::from_utf8_lossy(&console.logs("talker").1).contains("three")
-    });
+    wait_until("three lines", || console.logs("talker").contains("three"));
     // The last two lines, then following until the container ends.
-    let mut follower = Raw::connect(&rt);
+    let mut follower = rt.connect();
     follower
-        .0
+        .stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     follower.hello();
@@ -1054,7 +884,7 @@ fn a_package_seccomp_filter_is_loaded_and_enforced() {
         "1.0.0",
         "[seccomp]\nprofile = \"default\"\n[mounts.\"/tmp\"]\ntype = \"tmpfs\"\nsize = \"64K\"\n",
     );
-    let mut console = Console::open(&rt);
+    let mut console = rt.console();
     // The filter is in place (mode 2) ...
     let (status, log) = console.run("narrow", &["cat", "/proc/self/status"]);
     assert_eq!(status, "Code(0)", "{log}");

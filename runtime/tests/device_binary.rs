@@ -157,8 +157,6 @@ fn check_config_names_the_line() {
 
 #[test]
 fn check_config_verifies_every_package_without_touching_the_repository() {
-    use nanostar_tools::manifest::SourceManifest;
-    use nanostar_tools::package::{PackInput, pack};
     let dir = tempfile::tempdir().unwrap();
     let (secret, public) = nanostar_tools::keys::generate(&dir.path().join("release")).unwrap();
     let pair = nanostar_tools::keys::read_secret(&secret).unwrap();
@@ -167,38 +165,12 @@ fn check_config_verifies_every_package_without_touching_the_repository() {
     std::fs::write(root.join("file"), b"content").unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    let manifest = |name: &str| {
-        SourceManifest::parse(&format!(
-            "name = \"{name}\"\nversion = \"1.0.0\"\nuid = 1\ngid = 1\n"
-        ))
-        .unwrap()
-    };
-    let signed = manifest("signed");
-    let good = pack(
-        &PackInput {
-            manifest: &signed,
-            root: &root,
-            key: Some(&pair),
-            arch: None,
-        },
-        &mut |_| {},
-    )
-    .unwrap()
-    .bytes;
+    let manifest =
+        |name: &str| format!("name = \"{name}\"\nversion = \"1.0.0\"\nuid = 1\ngid = 1\n");
+    let good = common::pack_toml(&manifest("signed"), &root, Some(&pair), None).bytes;
     std::fs::write(repo.join("signed-1.0.0.npk"), &good).unwrap();
     std::fs::write(repo.join("cut.npk"), &good[..good.len() / 2]).unwrap();
-    let plain = manifest("plain");
-    let unsigned = pack(
-        &PackInput {
-            manifest: &plain,
-            root: &root,
-            key: None,
-            arch: None,
-        },
-        &mut |_| {},
-    )
-    .unwrap()
-    .bytes;
+    let unsigned = common::pack_toml(&manifest("plain"), &root, None, None).bytes;
     std::fs::write(repo.join("plain-1.0.0.npk"), &unsigned).unwrap();
     std::fs::write(repo.join(".tmp-interrupted"), b"partial").unwrap();
     let config = dir.path().join("nanostar.conf");

@@ -10,6 +10,8 @@
 //! - [`keys`]: Ed25519 key files.
 //! - [`initramfs`]: newc cpio archives for booting a board.
 //! - [`board`]: QEMU boards: kernel, boot and the guest's verdict (`nanostar-board`).
+//! - `testing` (feature `testing`): what the integration tests share: device builds and
+//!   a console client.
 //!
 //! No unsafe code (only tests call libc directly, to make the files and processes they
 //! check).
@@ -25,4 +27,6 @@ pub mod output;
 pub mod package;
 pub mod root_check;
 pub mod seccomp;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod verity;

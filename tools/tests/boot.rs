@@ -26,7 +26,6 @@
 //! on a 2-core machine would make the timing-sensitive steps (stop timeouts) meaningless.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,20 +34,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ed25519_compact::KeyPair;
-use nanostar_protocol::console::{
-    ContainerState, FrameDecoder, Hello, Message, PackageInfo, Reply, Request,
-};
-use nanostar_protocol::limits::{MAX_CHUNK_LEN, MAX_FRAME_LEN, MAX_WIRE_FRAME_LEN};
+use nanostar_protocol::console::{ContainerState, Request};
+use nanostar_protocol::limits::MAX_CHUNK_LEN;
 use nanostar_protocol::npk::Arch;
 use nanostar_tools::board::{self, Board, BootFiles, Hvc, Outcome, Report};
-use nanostar_tools::manifest::SourceManifest;
-use nanostar_tools::package::{PackInput, Packed, pack};
+use nanostar_tools::package::Packed;
+use nanostar_tools::testing::{Console, device_build, key_id, pack_toml};
 
 /// The safety net of one boot: QEMU is killed after this long whatever happens.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the runtime may take to come up (it takes about a second).
 const SERVING_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a reply may take.
+/// How long a reply may take (the console's read and write timeout).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a `shutdown` may take until QEMU has exited.
 const POWER_OFF_TIMEOUT: Duration = Duration::from_secs(60);
@@ -86,34 +83,7 @@ const HUGE_FILE_LEN: usize = 6 << 20;
 /// ext4's 5 s journal commit, so the partial file is on the disk and must be cleaned up.
 const CUT_AFTER: Duration = Duration::from_secs(7);
 
-// ---- builds --------------------------------------------------------------------------
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds `bin` of `package` for `target` into `target/device-tests` (its own target
-/// directory, so this works while the outer `cargo test` holds the workspace's lock; the
-/// runtime's tests build there too).
-fn device_build(package: &str, bin: &str, target: &str) -> PathBuf {
-    let target_dir = workspace().join("target/device-tests");
-    let out = Command::new(env!("CARGO"))
-        .current_dir(workspace())
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .args(["build", "--release", "-p", package, "--bin", bin])
-        .args(["--target", target])
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "building {bin} for {target} failed (is the target installed? `rustup target add {target}`):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target_dir.join(target).join("release").join(bin)
-}
+// ---- one board at a time (the builds and the console client: nanostar_tools::testing) --
 
 /// The boards run one at a time (see the module comment).
 fn one_board_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -202,17 +172,7 @@ impl Setup {
         let toml = format!(
             "name = \"{name}\"\nversion = \"1.0.0\"\ninit = \"/bin/probe\"\nuid = 1000\ngid = 1000\n{extra}"
         );
-        let source = SourceManifest::parse(&toml).unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
-        pack(
-            &PackInput {
-                manifest: &source,
-                root: &root,
-                key,
-                arch: Some(self.arch),
-            },
-            &mut |_| {},
-        )
-        .unwrap()
+        pack_toml(&toml, &root, key, Some(self.arch))
     }
 
     /// A fresh data disk: a sparse file formatted ext4 with 4 KiB blocks.
@@ -342,8 +302,12 @@ impl Guest {
         }
     }
 
-    fn session(&self) -> Session {
-        Session::open(&self.hvc)
+    /// A console session over the virtio console, subscribed to notifications.
+    fn session(&self) -> Console {
+        let mut s = Console::connect(&self.hvc, REPLY_TIMEOUT, "boot-test");
+        s.hello_on_device();
+        s.subscribe();
+        s
     }
 
     /// Asks the runtime to shut down and waits for the clean power-off.
@@ -414,311 +378,6 @@ fn assert_clean_power_off(label: &str, report: &Report) {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-// ---- the console protocol over the virtio console --------------------------------------
-
-/// One host connection to the runtime's console device, subscribed to notifications.
-struct Session {
-    stream: UnixStream,
-    /// Bytes read but not yet decoded.
-    pending: Vec<u8>,
-    decoder: FrameDecoder<Vec<u8>>,
-    next_id: u32,
-    /// Notifications seen while waiting for replies, as Debug text.
-    seen: Vec<String>,
-}
-
-impl Session {
-    fn open(hvc: &Path) -> Session {
-        let stream = UnixStream::connect(hvc)
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", hvc.display()));
-        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        let mut s = Session {
-            stream,
-            pending: Vec::new(),
-            decoder: FrameDecoder::new(vec![0u8; MAX_FRAME_LEN]),
-            next_id: 1,
-            seen: Vec::new(),
-        };
-        // A lone 0x00 ends whatever a previous connection left half-sent; the Hello
-        // starts a new session on the device.
-        s.stream.write_all(&[0]).unwrap();
-        s.send(&Message::Hello(Hello {
-            protocol_version: nanostar_protocol::console::PROTOCOL_VERSION,
-            client: "boot-test",
-        }));
-        // Frames still on their way to a previous connection are skipped.
-        loop {
-            let frame = s.frame();
-            if let Ok(Message::Welcome(_)) = Message::decode(&frame) {
-                break;
-            }
-        }
-        assert_eq!(s.request(Request::Subscribe), "Ok");
-        s
-    }
-
-    fn send(&mut self, m: &Message) {
-        let mut wire = vec![0u8; MAX_WIRE_FRAME_LEN];
-        let bytes = m.encode(&mut wire).unwrap();
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// The next frame, COBS-decoded.
-    fn frame(&mut self) -> Vec<u8> {
-        loop {
-            if let Some(frame) = self.pending_frame() {
-                return frame;
-            }
-            let mut buf = [0u8; 16384];
-            match self.stream.read(&mut buf) {
-                Ok(0) => panic!("the console connection closed"),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => panic!("no message from the runtime within {REPLY_TIMEOUT:?}: {e}"),
-            }
-        }
-    }
-
-    fn id(&mut self) -> u32 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
-    }
-
-    /// Sends a request and returns its reply as Debug text.
-    fn request(&mut self, request: Request) -> String {
-        let id = self.id();
-        self.send(&Message::Request { id, request });
-        self.reply(id)
-    }
-
-    /// The reply to `id` as Debug text; notifications on the way are kept.
-    fn reply(&mut self, id: u32) -> String {
-        loop {
-            let frame = self.frame();
-            match Message::decode(&frame) {
-                Ok(Message::Reply {
-                    reply: Reply::InstallProgress { .. },
-                    ..
-                }) => {}
-                Ok(Message::Reply { id: got, reply }) if got == id => return format!("{reply:?}"),
-                Ok(Message::Notification(n)) => self.seen.push(format!("{n:?}")),
-                other => panic!("waiting for the reply to {id}: unexpected {other:?}"),
-            }
-        }
-    }
-
-    /// Streams an NPK in chunks (as `nanostar install --stream`); the reply as Debug text.
-    fn install(&mut self, npk: &[u8]) -> String {
-        let id = self.begin_install(npk);
-        if id == 0 {
-            return self.seen.pop().unwrap();
-        }
-        for chunk in npk.chunks(MAX_CHUNK_LEN) {
-            self.chunk(id, chunk);
-        }
-        self.send(&Message::Request {
-            id,
-            request: Request::InstallEnd,
-        });
-        self.reply(id)
-    }
-
-    /// `InstallBegin`; its id once accepted, or 0 with the refusal pushed to `seen`.
-    fn begin_install(&mut self, npk: &[u8]) -> u32 {
-        let reply = self.request(Request::InstallBegin {
-            repository: "default",
-            size: npk.len() as u64,
-            fd: false,
-        });
-        if reply == "InstallAccepted" {
-            self.next_id - 1
-        } else {
-            self.seen.push(reply);
-            0
-        }
-    }
-
-    fn chunk(&mut self, id: u32, data: &[u8]) {
-        self.send(&Message::Request {
-            id,
-            request: Request::InstallChunk { data },
-        });
-    }
-
-    /// Every installed package: (name, mounted, state, last exit), state and exit as
-    /// Debug text ("-" when no container of it ran).
-    fn list(&mut self) -> Vec<Listed> {
-        let id = self.id();
-        self.send(&Message::Request {
-            id,
-            request: Request::List { after: None },
-        });
-        loop {
-            let frame = self.frame();
-            match Message::decode(&frame) {
-                Ok(Message::Reply {
-                    id: got,
-                    reply: Reply::Packages { packages, more },
-                }) if got == id => {
-                    assert!(!more, "more than one page");
-                    return packages.iter().map(Listed::from).collect();
-                }
-                Ok(Message::Reply { id: got, reply }) if got == id => panic!("list: {reply:?}"),
-                Ok(Message::Notification(n)) => self.seen.push(format!("{n:?}")),
-                other => panic!("waiting for the list: unexpected {other:?}"),
-            }
-        }
-    }
-
-    fn listed(&mut self, name: &str) -> Listed {
-        let list = self.list();
-        list.iter()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("{name} is not listed: {list:?}"))
-            .clone()
-    }
-
-    /// Starts `name` with `args` instead of the manifest's arguments.
-    fn start(&mut self, name: &str, args: &[&str]) -> String {
-        self.start_with(name, Some(args))
-    }
-
-    /// Starts `name` with `args`, or the manifest's arguments with `None`.
-    fn start_with(&mut self, name: &str, args: Option<&[&str]>) -> String {
-        self.request(Request::Start {
-            name,
-            version: None,
-            args: args.map(|a| heapless::Vec::from_slice(a).unwrap()),
-            env: heapless::Vec::new(),
-        })
-    }
-
-    /// Stops `name`; the reply as Debug text. The `Exited` notification that comes with
-    /// it is consumed and must agree.
-    fn stop(&mut self, name: &str, timeout_ms: Option<u32>) -> String {
-        let reply = self.request(Request::Stop {
-            name,
-            version: None,
-            timeout_ms,
-        });
-        if let Some(status) = reply.strip_prefix("Stopped(") {
-            assert_eq!(format!("{})", self.wait_exit(name)), status);
-        }
-        reply
-    }
-
-    /// Waits for the `Exited` notification of `name`; its status as Debug text.
-    fn wait_exit(&mut self, name: &str) -> String {
-        let needle = format!("name: \"{name}\"");
-        loop {
-            if let Some(i) = self
-                .seen
-                .iter()
-                .position(|n| n.starts_with("Exited") && n.contains(&needle))
-            {
-                let n = self.seen.remove(i);
-                let at = n.find("status: ").unwrap() + "status: ".len();
-                return n[at..].trim_end_matches(" }").to_string();
-            }
-            let frame = self.frame();
-            match Message::decode(&frame) {
-                Ok(Message::Notification(n)) => self.seen.push(format!("{n:?}")),
-                other => panic!("waiting for {name} to exit: unexpected {other:?}"),
-            }
-        }
-    }
-
-    /// A frame from the bytes already read, if they hold a whole one.
-    fn pending_frame(&mut self) -> Option<Vec<u8>> {
-        while !self.pending.is_empty() {
-            let mut input = &self.pending[..];
-            let frame = self
-                .decoder
-                .decode(&mut input)
-                .map(|r| r.map(|f| f.to_vec()));
-            let used = self.pending.len() - input.len();
-            self.pending.drain(..used);
-            match frame {
-                Some(Ok(frame)) => return Some(frame),
-                Some(Err(_)) => {}
-                None => return None,
-            }
-        }
-        None
-    }
-
-    /// All of `name`'s log (without following), as text.
-    fn logs(&mut self, name: &str) -> String {
-        let id = self.id();
-        self.send(&Message::Request {
-            id,
-            request: Request::Logs {
-                name,
-                version: None,
-                follow: false,
-            },
-        });
-        let mut data = Vec::new();
-        loop {
-            let frame = self.frame();
-            match Message::decode(&frame) {
-                Ok(Message::Reply {
-                    id: got,
-                    reply: Reply::Log { data: bytes, .. },
-                }) if got == id => data.extend_from_slice(bytes),
-                Ok(Message::Reply {
-                    id: got,
-                    reply: Reply::LogEnd,
-                }) if got == id => return String::from_utf8_lossy(&data).into_owned(),
-                Ok(Message::Reply { id: got, reply }) if got == id => panic!("logs: {reply:?}"),
-                Ok(Message::Notification(n)) => self.seen.push(format!("{n:?}")),
-                other => panic!("waiting for the log: unexpected {other:?}"),
-            }
-        }
-    }
-
-    /// Runs the probe in `name` with `args` to its end: its exit status and the output
-    /// of this run.
-    fn run(&mut self, name: &str, args: &[&str]) -> (String, String) {
-        self.run_with(name, Some(args))
-    }
-
-    /// [`Session::run`] with the manifest's arguments for `None`.
-    fn run_with(&mut self, name: &str, args: Option<&[&str]>) -> (String, String) {
-        let before = self.logs(name).len();
-        assert_eq!(self.start_with(name, args), "Ok", "start {name} {args:?}");
-        let status = self.wait_exit(name);
-        let log = self.logs(name);
-        (status, log[before.min(log.len())..].to_string())
-    }
-}
-
-/// A package as `list` shows it.
-#[derive(Debug, Clone)]
-struct Listed {
-    name: String,
-    mounted: bool,
-    /// `None` when no container of it ran since the runtime started.
-    state: Option<ContainerState>,
-    last_exit: String,
-}
-
-impl From<&PackageInfo<'_>> for Listed {
-    fn from(p: &PackageInfo) -> Listed {
-        Listed {
-            name: p.package.name.to_string(),
-            mounted: p.mounted,
-            state: p.container.map(|c| c.state),
-            last_exit: p
-                .container
-                .and_then(|c| c.last_exit)
-                .map_or("-".into(), |e| format!("{e:?}")),
-        }
-    }
 }
 
 // ---- the host's view of the data disk ----------------------------------------------------
@@ -976,7 +635,7 @@ fn board_suite(name: &str, target: &str, arch: Arch) {
         let listed = s.listed("hello");
         assert!(listed.mounted, "{listed:?}");
         assert_eq!(listed.state, Some(ContainerState::Running), "{listed:?}");
-        let log = wait_for_log(&mut s, "hello", "entry ");
+        let log = s.wait_for_log("hello", "entry ");
         assert!(log.contains("hello 1.0.0\n"), "{log}");
         // The root is the squashfs image, read-only, on the dm-verity device over a
         // loop device.
@@ -1031,14 +690,14 @@ fn board_suite(name: &str, target: &str, arch: Arch) {
         assert!(log.contains("panicked"), "{log}");
         // SIGTERM ends a plain app at once.
         assert_eq!(s.start("exits", &["print", "up", "pause"]), "Ok");
-        wait_for_log(&mut s, "exits", "up\n");
+        s.wait_for_log("exits", "up\n");
         assert_eq!(s.stop("exits", None), "Stopped(Signal(15))");
         // An app that blocks SIGTERM is killed when the manifest's 500 ms pass.
         assert_eq!(
             s.start("exits", &["block-term", "print", "deaf", "pause"]),
             "Ok"
         );
-        wait_for_log(&mut s, "exits", "deaf\n");
+        s.wait_for_log("exits", "deaf\n");
         let t = Instant::now();
         assert_eq!(s.stop("exits", None), "Stopped(Signal(9))");
         let took = t.elapsed();
@@ -1051,7 +710,7 @@ fn board_suite(name: &str, target: &str, arch: Arch) {
             s.start("exits", &["block-term", "print", "deaf2", "pause"]),
             "Ok"
         );
-        wait_for_log(&mut s, "exits", "deaf2\n");
+        s.wait_for_log("exits", "deaf2\n");
         let t = Instant::now();
         assert_eq!(s.stop("exits", Some(100)), "Stopped(Signal(9))");
         let took = t.elapsed();
@@ -1282,24 +941,6 @@ fn board_suite(name: &str, target: &str, arch: Arch) {
         );
     });
     suite.finish();
-}
-
-/// Polls `name`'s log until it contains `text`; the log.
-fn wait_for_log(s: &mut Session, name: &str, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = s.logs(name);
-        if log.contains(text) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "{text:?} never came:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The id of a key, as the runtime names it in `UnknownKey`.
-fn key_id(pair: &KeyPair) -> [u8; 8] {
-    nanostar_protocol::npk::PublicKey(*pair.pk).id().0
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nanostar_tools::testing::is_root;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -345,15 +346,6 @@ fn image_agrees_with_unsquashfs() {
         fs::read_link(out.join("share/readme")).unwrap(),
         Path::new("doc/deep/readme.txt")
     );
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 #[test]

@@ -1,17 +1,22 @@
-//! Shared by the integration tests: the real device builds of `nanostar`.
+//! Shared by the integration tests: the real device builds of `nanostar`, a runtime to
+//! test against, and the console client (`nanostar_tools::testing`, shared with the
+//! tools' boot tests).
 //!
 //! The device builds go to their own target directory, so a test can run cargo while the
 //! outer `cargo test` holds the workspace's lock.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 
-use nanostar_protocol::console::{Hello, Message};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+// Not every test file uses each of them.
+#[allow(unused_imports)]
+pub use nanostar_tools::testing::{Console, device_build, is_root, key_id, pack_toml, workspace};
 
 pub const TARGETS: [&str; 3] = [
     "x86_64-unknown-linux-musl",
@@ -19,33 +24,11 @@ pub const TARGETS: [&str; 3] = [
     "armv7-unknown-linux-gnueabihf",
 ];
 
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds `bin` of `package` for every device target into the tests' own target
-/// directory; returns the binaries' paths.
+/// Builds `bin` of `package` for every device target; returns the binaries' paths.
 fn build_for_devices(package: &str, bin: &str) -> Vec<PathBuf> {
-    let target_dir = workspace().join("target/device-tests");
     TARGETS
         .iter()
-        .map(|target| {
-            let out = Command::new(env!("CARGO"))
-                .current_dir(workspace())
-                .env("CARGO_TARGET_DIR", &target_dir)
-                .args(["build", "--release", "-p", package, "--bin", bin, "--target", target])
-                .output()
-                .expect("run cargo");
-            assert!(
-                out.status.success(),
-                "building {bin} for {target} failed (is the target installed? `rustup target add {target}`):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            target_dir.join(target).join("release").join(bin)
-        })
+        .map(|target| device_build(package, bin, target))
         .collect()
 }
 
@@ -103,15 +86,6 @@ pub fn x86_64_binary() -> &'static Path {
 pub fn kernel_has_device_mapper() -> bool {
     std::fs::read_to_string("/proc/misc")
         .is_ok_and(|misc| misc.lines().any(|l| l.trim().ends_with(" device-mapper")))
-}
-
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 /// A runtime in temporary directories, with a keyless `default` repository and a keyed
@@ -191,6 +165,21 @@ impl Runtime {
         self.path("run/console")
     }
 
+    /// A connection to the console for frames the client would never send: no handshake
+    /// yet, reads time out after 5 s.
+    pub fn connect(&self) -> Console {
+        Console::connect(&self.socket(), Duration::from_secs(5), "test")
+    }
+
+    /// A connection to the console after the handshake, subscribed to notifications;
+    /// reads time out after 30 s.
+    pub fn console(&self) -> Console {
+        let mut console = Console::connect(&self.socket(), Duration::from_secs(30), "test");
+        console.hello();
+        console.subscribe();
+        console
+    }
+
     /// Runs a client command against this runtime.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(x86_64_binary())
@@ -262,56 +251,6 @@ impl Drop for Runtime {
     }
 }
 
-/// A raw connection for frames the client would never send.
-pub struct Raw(pub UnixStream);
-
-impl Raw {
-    pub fn connect(rt: &Runtime) -> Raw {
-        let s = UnixStream::connect(rt.socket()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Raw(s)
-    }
-
-    pub fn send(&mut self, m: &Message) {
-        let mut wire = vec![0u8; 9000];
-        let bytes = m.encode(&mut wire).unwrap();
-        self.0.write_all(bytes).unwrap();
-    }
-
-    pub fn hello(&mut self) {
-        self.send(&Message::Hello(Hello {
-            protocol_version: nanostar_protocol::console::PROTOCOL_VERSION,
-            client: "test",
-        }));
-        let reply = self.read_frame();
-        assert!(
-            matches!(Message::decode(&reply), Ok(Message::Welcome(_))),
-            "{reply:?}"
-        );
-    }
-
-    /// Reads one frame (up to its 0x00) and returns it, COBS-decoded.
-    pub fn read_frame(&mut self) -> Vec<u8> {
-        let mut wire = Vec::new();
-        let mut byte = [0u8; 1];
-        loop {
-            match self.0.read(&mut byte) {
-                Ok(1) if byte[0] == 0 && !wire.is_empty() => break,
-                Ok(1) => wire.push(byte[0]),
-                _ => return Vec::new(),
-            }
-        }
-        let mut decoder = nanostar_protocol::console::FrameDecoder::new(vec![0u8; 9000]);
-        wire.push(0);
-        let mut input = &wire[..];
-        decoder
-            .decode(&mut input)
-            .and_then(|r| r.ok())
-            .map(|f| f.to_vec())
-            .unwrap_or_default()
-    }
-}
-
 // The client's tests (`tests/cli.rs`).
 
 /// Runs the x86_64 client with `args` as they are (no `--socket` added), `NANOSTAR_SOCKET`
@@ -340,19 +279,7 @@ pub fn npk_bytes(
     key: Option<&ed25519_compact::KeyPair>,
     arch: nanostar_protocol::npk::Arch,
 ) -> Vec<u8> {
-    let source = nanostar_tools::manifest::SourceManifest::parse(toml)
-        .unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
-    nanostar_tools::package::pack(
-        &nanostar_tools::package::PackInput {
-            manifest: &source,
-            root,
-            key,
-            arch: Some(arch),
-        },
-        &mut |_| {},
-    )
-    .unwrap()
-    .bytes
+    nanostar_tools::testing::pack_toml(toml, root, key, Some(arch)).bytes
 }
 
 /// Panics unless `text` is exactly one JSON value (with whitespace around it).
