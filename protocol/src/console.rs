@@ -23,7 +23,7 @@ pub mod frame;
 pub mod ids;
 pub mod message;
 
-pub use error::{Error, PackageError, SetupStep, Table, Violation};
+pub use error::{Error, MountStep, PackageError, SetupStep, Table, Violation};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use message::{
     ContainerInfo, ContainerState, EncodeError, ExitStatus, Hello, Inspected, Message,
@@ -36,7 +36,8 @@ pub use message::{
 /// - 1: the first.
 /// - 2: `Repositories`, `Install` (announced), `TailLogs`; `Ended` and
 ///   `Repositories` replies; `GaveUp`; `PackageError::{ArchMismatch, NotAsAnnounced}`.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// - 3: `Error::Mount` with its `MountStep`.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest client version this build's runtime accepts. A runtime that accepts an
 /// older client answers it only with messages that version knows.

@@ -61,3 +61,6 @@ pub const INSTALL_COPY_LEN: usize = 8192;
 pub const MAX_STOP_WAITERS: usize = 4;
 /// Bytes of one line a container's output copies to `/dev/kmsg` (longer lines are cut).
 pub const KMSG_RECORD_LEN: usize = 512;
+/// Most words on the client's command line: room for a `start` with all `MAX_ARGS` (32)
+/// container arguments after `--`, some `--env` pairs and the global options.
+pub const MAX_WORDS: usize = 64;

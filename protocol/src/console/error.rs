@@ -83,6 +83,46 @@ pub enum Error<'a> {
         /// The errno of the failing system call.
         errno: u16,
     },
+    /// Mounting or unmounting the package's image failed at this step with this errno
+    /// (protocol version 3; older clients get `Io(errno)`). Nothing of the mount is left
+    /// set up when mounting failed.
+    Mount {
+        /// Which step.
+        step: MountStep,
+        /// The errno of the failing system call (or `EINVAL` for geometry the kernel
+        /// would refuse).
+        errno: u16,
+    },
+}
+
+/// A step of mounting a package's image (`Error::Mount`), in the order they run; the
+/// last two are the way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountStep {
+    /// Checking the image size against the verity parameters, and the device name.
+    Geometry,
+    /// `/dev/loop-control` gave no free loop device.
+    LoopControl,
+    /// Attaching the loop device to the package file.
+    LoopAttach,
+    /// Opening `/dev/mapper/control`.
+    DmControl,
+    /// `DM_VERSION`: the device-mapper interface.
+    DmVersion,
+    /// `DM_DEV_CREATE` of the verity device.
+    DmCreate,
+    /// `DM_TABLE_LOAD` of the verity table.
+    DmTableLoad,
+    /// `DM_DEV_SUSPEND`: resuming the device.
+    DmResume,
+    /// The verity device's block node.
+    DmNode,
+    /// Mounting the squashfs image.
+    Mount,
+    /// Unmounting the image.
+    Umount,
+    /// `DM_DEV_REMOVE` of the verity device.
+    DmRemove,
 }
 
 /// A step of a container's setup (`Error::Setup`), in the order they run.

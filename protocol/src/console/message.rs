@@ -513,15 +513,28 @@ impl<'a> Message<'a> {
 
 impl<'a> Message<'a> {
     /// This message as a peer that speaks `version` can read it: what that version does
-    /// not have becomes its nearest older meaning (`Ended` a plain `LogEnd`,
-    /// `ArchMismatch` the older `WrongArch`), or is not sent at all (`None`: a
+    /// not have becomes its nearest older meaning (`Mount` errors a plain `Io`, `Ended`
+    /// a plain `LogEnd`, `ArchMismatch` the older `WrongArch`), or is not sent at all (`None`: a
     /// notification that version does not know). The runtime passes every message for a
     /// client through this, so an accepted older client never sees an unknown index.
     pub fn for_version(self, version: u16) -> Option<Message<'a>> {
-        if version >= 2 {
+        if version >= 3 {
             return Some(self);
         }
-        match self {
+        let message = match self {
+            Message::Reply {
+                id,
+                reply: Reply::Error(Error::Mount { errno, .. }),
+            } => Message::Reply {
+                id,
+                reply: Reply::Error(Error::Io(errno)),
+            },
+            other => other,
+        };
+        if version >= 2 {
+            return Some(message);
+        }
+        match message {
             Message::Reply {
                 id,
                 reply: Reply::Ended(_),

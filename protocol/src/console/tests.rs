@@ -101,6 +101,7 @@ fn variant(m: &Message<'_>) -> &'static str {
                 Error::NetnsMissing { .. } => "E.NetnsMissing",
                 Error::CgroupUnavailable => "E.CgroupUnavailable",
                 Error::Setup { .. } => "E.Setup",
+                Error::Mount { .. } => "E.Mount",
             },
             Reply::Packages { .. } => "Packages",
             Reply::Inspected(_) => "Inspected",
@@ -127,7 +128,7 @@ fn variant(m: &Message<'_>) -> &'static str {
     }
 }
 
-const VARIANTS: usize = 3 + 19 + 1 + 26 + 10 + 9;
+const VARIANTS: usize = 3 + 19 + 1 + 27 + 10 + 9;
 
 /// Every variant once, with ordinary values.
 fn samples() -> Vec<Message<'static>> {
@@ -304,6 +305,10 @@ fn samples() -> Vec<Message<'static>> {
         Error::Setup {
             step: SetupStep::Mount(3),
             errno: 2,
+        },
+        Error::Mount {
+            step: MountStep::DmTableLoad,
+            errno: 22,
         },
     ];
     m.extend(errors.into_iter().map(|e| reply(Reply::Error(e))));
@@ -509,6 +514,10 @@ fn maximal() -> Vec<Message<'static>> {
         Error::Setup {
             step: SetupStep::Mount(3),
             errno: 2,
+        },
+        Error::Mount {
+            step: MountStep::DmRemove,
+            errno: u16::MAX,
         },
     ];
     m.extend(errors.into_iter().map(|e| rep(Reply::Error(e))));
@@ -917,11 +926,27 @@ fn an_older_client_gets_only_what_its_version_knows() {
     });
     assert_eq!(gave_up.clone().for_version(1), None);
     assert_eq!(gave_up.clone().for_version(2), Some(gave_up));
+    // A mount's step is new in version 3: older clients get the errno alone.
+    let mount = reply(Reply::Error(Error::Mount {
+        step: MountStep::LoopAttach,
+        errno: 16,
+    }));
+    for older in [1, 2] {
+        let io = reply(Reply::Error(Error::Io(16)));
+        assert_eq!(mount.clone().for_version(older), Some(io));
+    }
+    assert_eq!(mount.clone().for_version(3), Some(mount));
     // Everything version 1 has passes unchanged.
     for m in samples() {
         let v1 = !matches!(
             variant(&m),
-            "Repositories" | "R.Repositories" | "Install" | "TailLogs" | "Ended" | "N.GaveUp"
+            "Repositories"
+                | "R.Repositories"
+                | "Install"
+                | "TailLogs"
+                | "Ended"
+                | "N.GaveUp"
+                | "E.Mount"
         ) && !matches!(
             m,
             Message::Reply {
@@ -930,7 +955,10 @@ fn an_older_client_gets_only_what_its_version_knows() {
             }
         );
         if v1 {
-            assert_eq!(m.clone().for_version(1), Some(m));
+            assert_eq!(m.clone().for_version(1), Some(m.clone()));
+        }
+        if variant(&m) != "E.Mount" {
+            assert_eq!(m.clone().for_version(2), Some(m));
         }
     }
 }

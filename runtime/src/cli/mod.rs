@@ -17,7 +17,7 @@ use heapless::Vec;
 use nanostar_protocol::npk::PublicKey;
 
 use crate::config;
-use crate::limits::{MAX_CONFIG_LEN, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
+use crate::limits::{MAX_CONFIG_LEN, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS, MAX_WORDS};
 use crate::out::{say, warn};
 use crate::store::repository::{self, Leftovers, Packages, ScanEvent};
 use render::Json;
@@ -214,10 +214,6 @@ pub fn option(name: &str) -> Option<Opt> {
 pub fn is_option(word: &str) -> bool {
     word.len() > 1 && word.starts_with('-')
 }
-
-/// Most command-line words: room for a `start` with all `MAX_ARGS` (32) container
-/// arguments after `--`, some `--env` pairs and the global options.
-const MAX_WORDS: usize = 64;
 
 /// Runs the command given by `args` (without the program name).
 pub fn run<'a>(args: impl Iterator<Item = &'a [u8]>) -> u8 {

@@ -17,6 +17,7 @@ use core::ffi::CStr;
 use core::fmt::Write as _;
 
 use heapless::String;
+use linux_raw_sys::general::SIGCHLD;
 use nanostar_protocol::console::{ExitStatus, SetupStep};
 use nanostar_protocol::npk::manifest::{
     Manifest, MountFlags as Flags, MountKind, Network, RlimitResource,
@@ -45,7 +46,6 @@ const EXEC_REPORT_FD: i32 = 8;
 /// Descriptors are first copied at or above this, out of the way of 3..=8.
 const HIGH_FD: i32 = 16;
 
-const SIGCHLD: u32 = 17;
 /// The command line (and thread name) of a container's init, as the container sees it.
 pub const INIT_NAME: &core::ffi::CStr = c"init";
 /// The app's exit code when its setup fails before `execve` (the shell's "cannot run").

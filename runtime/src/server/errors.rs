@@ -2,7 +2,9 @@
 //! (`console::Error`), and [`Refusal`], an error that owns the text it names.
 
 use heapless::String;
-use nanostar_protocol::console::{Error, PackageError, PackageId, SetupStep, Table, Violation};
+use nanostar_protocol::console::{
+    Error, MountStep, PackageError, PackageId, SetupStep, Table, Violation,
+};
 use nanostar_protocol::limits::{MAX_NAME_LEN, MAX_NETNS_NAME_LEN, MAX_PATH_LEN};
 use nanostar_protocol::npk::Arch;
 use nanostar_protocol::version::Version;
@@ -12,7 +14,7 @@ use crate::container::cgroup::CgroupError;
 use crate::container::launch::LaunchError;
 use crate::store::StoreError;
 use crate::store::install::InstallError;
-use crate::store::mount::MountError;
+use crate::store::mount::{DmStep, MountError};
 use crate::store::repository::Rejection;
 
 /// `Error::Io` with the errno's number.
@@ -53,16 +55,34 @@ impl From<InstallError> for Error<'static> {
 }
 
 impl From<MountError> for Error<'static> {
+    /// Keeps the step that failed, so the client can say which.
     fn from(e: MountError) -> Self {
+        let at = |step: MountStep, errno: Errno| Error::Mount {
+            step,
+            errno: errno.raw_os_error() as u16,
+        };
         match e {
             MountError::DeviceMapperMissing => Error::DeviceMapperMissing,
-            MountError::Mount(errno)
-            | MountError::LoopAttach(errno)
-            | MountError::LoopControl(errno)
-            | MountError::Umount(errno)
-            | MountError::DeviceMapper { errno, .. } => io_error(errno),
-            MountError::PathTooLong => io_error(Errno::NAMETOOLONG),
-            MountError::BadGeometry | MountError::BadDmName => io_error(Errno::INVAL),
+            MountError::BadGeometry | MountError::BadDmName => {
+                at(MountStep::Geometry, Errno::INVAL)
+            }
+            MountError::PathTooLong => at(MountStep::DmNode, Errno::NAMETOOLONG),
+            MountError::LoopControl(errno) => at(MountStep::LoopControl, errno),
+            MountError::LoopAttach(errno) => at(MountStep::LoopAttach, errno),
+            MountError::DeviceMapper { step, errno } => at(
+                match step {
+                    DmStep::Control => MountStep::DmControl,
+                    DmStep::Version => MountStep::DmVersion,
+                    DmStep::Create => MountStep::DmCreate,
+                    DmStep::TableLoad => MountStep::DmTableLoad,
+                    DmStep::Resume => MountStep::DmResume,
+                    DmStep::Node => MountStep::DmNode,
+                    DmStep::Remove => MountStep::DmRemove,
+                },
+                errno,
+            ),
+            MountError::Mount(errno) => at(MountStep::Mount, errno),
+            MountError::Umount(errno) => at(MountStep::Umount, errno),
         }
     }
 }
@@ -172,4 +192,40 @@ pub fn owned<const N: usize>(text: &str) -> String<N> {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mount_error_keeps_its_step_on_the_wire() {
+        let table_load = MountError::DeviceMapper {
+            step: DmStep::TableLoad,
+            errno: Errno::INVAL,
+        };
+        let want = Error::Mount {
+            step: MountStep::DmTableLoad,
+            errno: 22,
+        };
+        assert_eq!(Error::from(table_load), want);
+        assert_eq!(
+            Error::from(StoreError::Mount(MountError::LoopAttach(Errno::BUSY))),
+            Error::Mount {
+                step: MountStep::LoopAttach,
+                errno: 16,
+            }
+        );
+        assert_eq!(
+            Error::from(MountError::DeviceMapperMissing),
+            Error::DeviceMapperMissing
+        );
+        assert_eq!(
+            Error::from(MountError::BadGeometry),
+            Error::Mount {
+                step: MountStep::Geometry,
+                errno: 22,
+            }
+        );
+    }
 }

@@ -61,9 +61,7 @@ use crate::{errln, fs, layout, time};
 use clients::{Client, Clients};
 use poll::Poll;
 
-const SIGINT: u32 = 2;
-const SIGTERM: u32 = 15;
-const SIGCHLD: u32 = 17;
+use linux_raw_sys::general::{SIGCHLD, SIGINT, SIGTERM};
 
 /// The runtime's tables: static, so they cost no stack and no resident memory until used
 /// (`sys::once`). `run` takes them, so it runs once per process.

@@ -36,6 +36,7 @@ use nanostar_protocol::console::{Error, PackageError};
 /// | `netns-missing` | `NetnsMissing` |
 /// | `cgroup-unavailable` | `CgroupUnavailable` |
 /// | `setup` | `Setup` |
+/// | `mount` | `Mount` (`reason`: the step: `loop-attach`, `dm-table-load`, …) |
 ///
 /// The client's own failures: `usage` (exit 2), `unreachable` (no runtime at the socket,
 /// or the connection broke; exit 3), `version-mismatch` (exit 3), `unexpected-reply` (the
@@ -70,6 +71,7 @@ pub fn error_code(e: &Error) -> (&'static str, Option<&'static str>) {
         Error::NetnsMissing { .. } => (23, None),
         Error::CgroupUnavailable => (24, None),
         Error::Setup { .. } => (25, None),
+        Error::Mount { step, .. } => (26, Some(word(MOUNT_STEP_CODES, *step as usize))),
     };
     (word(ERROR_CODES, index), reason)
 }
@@ -79,7 +81,11 @@ const ERROR_CODES: &str = "permission-denied protocol-violation invalid-argument
     unknown-package ambiguous already-installed no-such-repository repository-full too-large \
     install-timeout bad-package busy already-mounted not-mounted device-mapper-missing full \
     shutting-down io already-running not-running is-resource resource-missing \
-    bind-source-missing netns-missing cgroup-unavailable setup";
+    bind-source-missing netns-missing cgroup-unavailable setup mount";
+
+/// The `reason` of `mount`: the step, by wire index of `MountStep`.
+const MOUNT_STEP_CODES: &str = "geometry loop-control loop-attach dm-control dm-version \
+    dm-create dm-table-load dm-resume dm-node mount umount dm-remove";
 
 /// The `reason` of `full`: the table, by wire index of [`Table`].
 const TABLE_CODES: &str = "clients packages mounts containers installs subscribers";

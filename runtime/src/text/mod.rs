@@ -7,7 +7,7 @@
 use core::fmt;
 
 use nanostar_protocol::console::{
-    ContainerState, Error, ExitStatus, PackageError, SetupStep, Table, Violation,
+    ContainerState, Error, ExitStatus, MountStep, PackageError, SetupStep, Table, Violation,
 };
 use nanostar_protocol::version::Version;
 use rustix::io::Errno;
@@ -89,6 +89,7 @@ pub fn error_text(e: &Error) -> &'static str {
              (`cgroup` in its configuration) or the kernel lacks the controller"
         }
         Error::Setup { .. } => "the container's setup failed",
+        Error::Mount { .. } => "mounting the package's image failed",
     }
 }
 
@@ -181,6 +182,15 @@ impl fmt::Display for Refusal<'_> {
                     f,
                     "{} {p}: a system call failed in the runtime: {}",
                     s.command,
+                    ErrnoText(*errno)
+                );
+            }
+            Error::Mount { step, errno } => {
+                return write!(
+                    f,
+                    "{} {p}: mounting its image failed at {}: {}",
+                    s.command,
+                    MountStepText(*step),
                     ErrnoText(*errno)
                 );
             }
@@ -308,6 +318,28 @@ impl fmt::Display for StepText {
             SetupStep::Exec => "exec of init",
         };
         f.write_str(text)
+    }
+}
+
+/// A step of mounting an image (`Error::Mount`) for people.
+pub struct MountStepText(pub MountStep);
+
+impl fmt::Display for MountStepText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            MountStep::Geometry => "checking the image's size and verity parameters",
+            MountStep::LoopControl => "getting a free loop device (/dev/loop-control)",
+            MountStep::LoopAttach => "attaching the loop device",
+            MountStep::DmControl => "opening /dev/mapper/control",
+            MountStep::DmVersion => "DM_VERSION",
+            MountStep::DmCreate => "DM_DEV_CREATE of the verity device",
+            MountStep::DmTableLoad => "DM_TABLE_LOAD of the verity table",
+            MountStep::DmResume => "DM_DEV_SUSPEND (resume) of the verity device",
+            MountStep::DmNode => "the verity device's block node",
+            MountStep::Mount => "mounting the squashfs image",
+            MountStep::Umount => "unmounting the image",
+            MountStep::DmRemove => "DM_DEV_REMOVE of the verity device",
+        })
     }
 }
 

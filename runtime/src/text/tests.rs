@@ -242,6 +242,17 @@ fn refusals_name_what_they_are_about() {
          (not in the image, or its interpreter is missing?)"
     );
     assert_eq!(
+        refusal(
+            &Error::Mount {
+                step: MountStep::DmTableLoad,
+                errno: 22,
+            },
+            &subject("start", "hello", v)
+        ),
+        "start hello 0.1.0: mounting its image failed at DM_TABLE_LOAD of the verity table: \
+         invalid argument"
+    );
+    assert_eq!(
         refusal(&Error::Io(28), &subject("mount", "hello", v)),
         "mount hello 0.1.0: a system call failed in the runtime: no space left on device"
     );
@@ -304,6 +315,10 @@ fn every_error() -> std::vec::Vec<Error<'static>> {
             step: SetupStep::Exec,
             errno: 2,
         },
+        Error::Mount {
+            step: MountStep::LoopAttach,
+            errno: 16,
+        },
     ]
 }
 
@@ -341,7 +356,12 @@ fn json_codes_are_one_per_error_in_wire_order() {
         assert!(!seen.contains(&code), "{code} twice");
         seen.push(code);
     }
-    assert_eq!(seen.len(), 26);
+    assert_eq!(seen.len(), 27);
+    let table_load = Error::Mount {
+        step: MountStep::DmTableLoad,
+        errno: 22,
+    };
+    assert_eq!(error_code(&table_load), ("mount", Some("dm-table-load")));
     assert_eq!(
         error_code(&Error::UnknownPackage),
         ("unknown-package", None)
