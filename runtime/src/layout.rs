@@ -1,4 +1,4 @@
-//! Where things are on the device, in one place (docs/design.md, "The runtime's parts"),
+//! Where things are on the device, in one place (docs/design.md, "Inside the runtime"),
 //! and the one buffer type every path is built in.
 //!
 //! - `REPOSITORY_DIR/FILE`: a package file ([`package_file`]).
