@@ -76,8 +76,7 @@ pub struct Spawned {
     pub outputs: [Option<OwnedFd>; 2],
 }
 
-/// The parent side's own resources: the exec strings and `/dev/null`, and the buffer a
-/// starting container's manifest lives in (the store's is reused by resource mounts).
+/// The parent side's own resources: the exec strings and `/dev/null`.
 pub struct Launcher<'c> {
     exec: &'c mut Exec,
     /// `/dev/null`, the apps' stdin (opened at the first start).

@@ -219,16 +219,6 @@ impl Table {
         Some((c, self.logs.get_mut(slot)?))
     }
 
-    /// Every container.
-    pub fn iter(&self) -> impl Iterator<Item = &Container> {
-        self.list.iter()
-    }
-
-    /// Every container, to change.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Container> {
-        self.list.iter_mut()
-    }
-
     /// The log of `slot`.
     pub fn log(&self, slot: Slot) -> &LogSlot {
         &self.logs[slot]
@@ -333,7 +323,7 @@ impl Table {
     }
 
     /// Sends SIGKILL to the containers whose stop timed out before `now`; returns their
-    /// slots' names for the cgroup kill (whose caller knows the cgroup root).
+    /// slots, for the cgroup kill (the caller knows the cgroup root).
     pub fn due_kills(&mut self, now: &Timespec) -> Vec<Slot, MAX_CONTAINERS> {
         let mut due = Vec::new();
         for c in self.list.iter_mut() {

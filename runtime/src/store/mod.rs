@@ -425,9 +425,4 @@ impl<'c> Store<'c> {
             .filter(|r| r.name == name && matches(&r.version))
             .max_by_key(|r| r.version)
     }
-
-    /// The directory for persistent data.
-    pub fn data_dir(&self) -> &'c str {
-        self.config.data_dir
-    }
 }
