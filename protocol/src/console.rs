@@ -37,7 +37,8 @@ pub use message::{
 /// - 2: `Repositories`, `Install` (announced), `TailLogs`; `Ended` and
 ///   `Repositories` replies; `GaveUp`; `PackageError::{ArchMismatch, NotAsAnnounced}`.
 /// - 3: `Error::Mount` with its `MountStep`.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// - 4: `PackageError::NotAFile`.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The oldest client version this build's runtime accepts. A runtime that accepts an
 /// older client answers it only with messages that version knows.

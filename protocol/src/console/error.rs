@@ -267,6 +267,9 @@ pub enum PackageError {
     /// The installed bytes are another package than the install announced
     /// ([`super::Request::Install`]).
     NotAsAnnounced,
+    /// The repository entry is not a regular file (a symlink, FIFO, socket, device or
+    /// directory): the runtime never reads it.
+    NotAFile,
 }
 
 impl From<HeaderError> for PackageError {

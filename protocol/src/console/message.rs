@@ -21,6 +21,9 @@ use crate::permissions::Permissions;
 use crate::version::Version;
 
 /// Wire index of [`Message::Hello`]; frozen.
+/// `EINVAL`, what a client older than version 4 is told for `PackageError::NotAFile`
+/// (the same number on every Linux architecture).
+const EINVAL: u16 = 22;
 const TAG_HELLO: u8 = 0;
 /// Wire index of [`Message::Request`]; frozen.
 const TAG_REQUEST: u8 = 3;
@@ -514,14 +517,27 @@ impl<'a> Message<'a> {
 impl<'a> Message<'a> {
     /// This message as a peer that speaks `version` can read it: what that version does
     /// not have becomes its nearest older meaning (`Mount` errors a plain `Io`, `Ended`
-    /// a plain `LogEnd`, `ArchMismatch` the older `WrongArch`), or is not sent at all (`None`: a
+    /// a plain `LogEnd`, `ArchMismatch` the older `WrongArch`, `NotAFile` an `Io(EINVAL)`), or is not sent at all (`None`: a
     /// notification that version does not know). The runtime passes every message for a
     /// client through this, so an accepted older client never sees an unknown index.
     pub fn for_version(self, version: u16) -> Option<Message<'a>> {
-        if version >= 3 {
+        if version >= 4 {
             return Some(self);
         }
         let message = match self {
+            Message::Reply {
+                id,
+                reply: Reply::Error(Error::BadPackage(PackageError::NotAFile)),
+            } => Message::Reply {
+                id,
+                reply: Reply::Error(Error::Io(EINVAL)),
+            },
+            other => other,
+        };
+        if version >= 3 {
+            return Some(message);
+        }
+        let message = match message {
             Message::Reply {
                 id,
                 reply: Reply::Error(Error::Mount { errno, .. }),

@@ -936,6 +936,13 @@ fn an_older_client_gets_only_what_its_version_knows() {
         assert_eq!(mount.clone().for_version(older), Some(io));
     }
     assert_eq!(mount.clone().for_version(3), Some(mount));
+    // `NotAFile` is new in version 4: older clients get EINVAL.
+    let not_a_file = reply(Reply::Error(Error::BadPackage(PackageError::NotAFile)));
+    for older in [1, 2, 3] {
+        let io = reply(Reply::Error(Error::Io(22)));
+        assert_eq!(not_a_file.clone().for_version(older), Some(io));
+    }
+    assert_eq!(not_a_file.clone().for_version(4), Some(not_a_file));
     // Everything version 1 has passes unchanged.
     for m in samples() {
         let v1 = !matches!(

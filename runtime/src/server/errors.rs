@@ -36,6 +36,7 @@ impl From<Rejection> for Error<'static> {
                 runtime: Arch::native().map_or(u16::MAX, |a| a.code()),
             }),
             Rejection::NotAsAnnounced => Error::BadPackage(PackageError::NotAsAnnounced),
+            Rejection::NotAFile => Error::BadPackage(PackageError::NotAFile),
         }
     }
 }

@@ -207,8 +207,7 @@ impl<'c> Store<'c> {
             .ok_or(StoreError::NoSuchRepository)?;
         let mut path = layout::package_file(repo.dir, &p.file).map_err(StoreError::Io)?;
         let file = path.c_str().map_err(StoreError::Io)?;
-        let fd = rustix::fs::open(file, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(StoreError::Io)?;
+        let fd = repository::open_package(rustix::fs::CWD, file).map_err(StoreError::Rejected)?;
         let keys = &self.keys[usize::from(p.repository)];
         let examined =
             repository::examine(&fd, keys, self.scratch).map_err(StoreError::Rejected)?;

@@ -17,7 +17,7 @@ use nanostar_protocol::npk::{
 };
 use nanostar_protocol::version::Version;
 use rustix::fd::{AsFd, OwnedFd};
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 pub use crate::limits::SCRATCH_LEN;
@@ -63,6 +63,8 @@ pub enum Rejection {
     WrongArch(Arch),
     /// The package is not the one its install announced.
     NotAsAnnounced,
+    /// The entry is not a regular file (a symlink, FIFO, socket, device or directory).
+    NotAFile,
 }
 
 impl fmt::Display for Rejection {
@@ -110,6 +112,9 @@ impl fmt::Display for Rejection {
             Rejection::NotAsAnnounced => {
                 f.write_str("not the package (name and version) its install announced")
             }
+            Rejection::NotAFile => f.write_str(
+                "not a regular file (a symlink, FIFO, socket, device or directory is never read)",
+            ),
         }
     }
 }
@@ -191,6 +196,33 @@ impl Packages {
             .map_err(|_| Rejection::TableFull)?;
         self.entries.last().ok_or(Rejection::TableFull)
     }
+}
+
+/// Opens the package file `name` in `dir` (or a path, with `rustix::fs::CWD`) for
+/// [`examine`]. A repository is a directory someone else may write to, so nothing in it
+/// is trusted before it is checked: the entry must be a regular file before it is opened
+/// (opening a FIFO blocks, opening a device can start it), the open follows no symlink at
+/// the last component and cannot block, and the descriptor is checked again (the entry
+/// may have been swapped in between).
+pub fn open_package(dir: impl AsFd, name: &CStr) -> Result<OwnedFd, Rejection> {
+    let before =
+        rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(Rejection::Io)?;
+    if FileType::from_raw_mode(before.st_mode) != FileType::RegularFile {
+        return Err(Rejection::NotAFile);
+    }
+    let flags =
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // O_NOFOLLOW's answer for a symlink swapped in after the check.
+        Err(Errno::LOOP) => return Err(Rejection::NotAFile),
+        Err(e) => return Err(Rejection::Io(e)),
+    };
+    let after = rustix::fs::fstat(&fd).map_err(Rejection::Io)?;
+    if FileType::from_raw_mode(after.st_mode) != FileType::RegularFile {
+        return Err(Rejection::NotAFile);
+    }
+    Ok(fd)
 }
 
 /// What [`examine`] learnt from a verified file.
@@ -344,13 +376,7 @@ fn add<'t>(
     scratch: &mut [u8; SCRATCH_LEN],
 ) -> Result<&'t Package, Rejection> {
     let file = String::try_from(name).map_err(|_| Rejection::FileName)?;
-    let fd = rustix::fs::openat(
-        dirfd,
-        c_name,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )
-    .map_err(Rejection::Io)?;
+    let fd = open_package(dirfd, c_name)?;
     let examined = examine(&fd, keys, scratch)?;
     // The manifest validated the name's length, so this cannot fail.
     let package_name =

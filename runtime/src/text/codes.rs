@@ -98,7 +98,7 @@ const VIOLATION_CODES: &str =
 const PACKAGE_ERROR_CODES: &str = "truncated magic version unsigned unknown-key signature \
     reserved arch manifest-length seccomp-length image-offset image-size verity-algorithm \
     block-size data-blocks hash-offset hash-size salt file-length content-length \
-    manifest-digest manifest seccomp-digest seccomp wrong-arch arch-mismatch not-as-announced";
+    manifest-digest manifest seccomp-digest seccomp wrong-arch arch-mismatch not-as-announced not-a-file";
 
 /// The `index`-th word of `words`.
 fn word(words: &'static str, index: usize) -> &'static str {
@@ -139,6 +139,7 @@ pub fn package_error_code(e: PackageError) -> &'static str {
         PackageError::WrongArch => 24,
         PackageError::ArchMismatch { .. } => 25,
         PackageError::NotAsAnnounced => 26,
+        PackageError::NotAFile => 27,
     };
     word(PACKAGE_ERROR_CODES, index)
 }

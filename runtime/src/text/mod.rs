@@ -53,6 +53,10 @@ pub fn error_text(e: &Error) -> &'static str {
         Error::BadPackage(PackageError::NotAsAnnounced) => {
             "refused: the package is not the one its install announced"
         }
+        Error::BadPackage(PackageError::NotAFile) => {
+            "refused: the package's repository entry is not a regular file (a symlink, FIFO, \
+             device or directory); replace it with the package file"
+        }
         Error::BadPackage(_) => {
             "refused: the package is malformed or corrupt (check it with `npk verify`)"
         }
@@ -260,6 +264,7 @@ impl fmt::Display for BadText<'_> {
                 "the runtime read another package than the file's manifest names (did the file \
                  change during the install?)"
             }
+            PackageError::NotAFile => "its repository entry is not a regular file",
             e => {
                 return write!(
                     f,

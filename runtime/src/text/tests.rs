@@ -414,6 +414,7 @@ fn json_codes_are_one_per_error_in_wire_order() {
             runtime: 1,
         },
         PackageError::NotAsAnnounced,
+        PackageError::NotAFile,
     ];
     let mut reasons = std::vec::Vec::new();
     for (index, p) in packages.into_iter().enumerate() {

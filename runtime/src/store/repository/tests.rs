@@ -253,3 +253,76 @@ fn packages_for_another_architecture_are_skipped() {
         foreign.name()
     )));
 }
+
+/// A FIFO, a symlink (to a good package), a directory and a socket named like packages
+/// are skipped as `NotAFile` without being opened: the scan neither blocks on the FIFO
+/// nor reads a file outside the repository. Run on another thread so that a scan that
+/// blocks fails the test instead of hanging it.
+#[test]
+fn entries_that_are_not_regular_files_are_skipped_without_blocking() {
+    let repo = Repo::new();
+    let outside = tempfile::tempdir().unwrap();
+    let elsewhere = outside.path().join("elsewhere.npk");
+    std::fs::write(&elsewhere, package("linked", "1.0.0", None)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, repo.dir.path().join("linked-1.0.0.npk")).unwrap();
+    let fifo = CString::new(
+        repo.dir
+            .path()
+            .join("fifo-1.0.0.npk")
+            .as_os_str()
+            .as_bytes(),
+    )
+    .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        fifo.as_c_str(),
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    std::fs::create_dir(repo.dir.path().join("dir-1.0.0.npk")).unwrap();
+    let _socket =
+        std::os::unix::net::UnixListener::bind(repo.dir.path().join("socket-1.0.0.npk")).unwrap();
+    repo.put("good-1.0.0.npk", &package("good", "1.0.0", None));
+    let (done, scanned) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (table, events) = repo.scan(&[]);
+        done.send((table.len(), events)).unwrap();
+    });
+    let (listed, events) = scanned
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the scan blocked on an entry that is not a regular file");
+    assert_eq!(listed, 1, "{events:?}");
+    for name in ["linked", "fifo", "dir", "socket"] {
+        let skipped = format!("Skipped {{ file: \"{name}-1.0.0.npk\", why: NotAFile }}");
+        assert!(events.contains(&skipped), "{name}: {events:?}");
+    }
+}
+
+/// The same check when a start or inspect opens the file by path: a FIFO swapped in
+/// after the scan is refused, not waited on.
+#[test]
+fn opening_a_package_by_path_refuses_what_is_not_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = CString::new(dir.path().join("x.npk").as_os_str().as_bytes()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        fifo.as_c_str(),
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let (done, opened) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        done.send(open_package(rustix::fs::CWD, fifo.as_c_str()).err())
+            .unwrap()
+    });
+    let refused = opened
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("opening a FIFO blocked");
+    assert_eq!(refused, Some(Rejection::NotAFile));
+    let text = std::format!("{}", Rejection::NotAFile);
+    assert!(text.contains("not a regular file"), "{text}");
+}
