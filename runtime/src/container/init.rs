@@ -13,26 +13,19 @@
 //!
 //! Nothing here returns: every path ends in `exit`, so no runtime code runs twice.
 
-use core::ffi::CStr;
-use core::fmt::Write as _;
-
-use heapless::String;
 use linux_raw_sys::general::SIGCHLD;
 use nanostar_protocol::console::{ExitStatus, SetupStep};
-use nanostar_protocol::npk::manifest::{
-    Manifest, MountFlags as Flags, MountKind, Network, RlimitResource,
-};
+use nanostar_protocol::npk::manifest::{Manifest, Network, RlimitResource};
 use nanostar_protocol::version::Version;
 use rustix::event::{PollFd, PollFlags};
-use rustix::fd::BorrowedFd;
-use rustix::fs::{FileType, Mode};
+use rustix::fd::{BorrowedFd, OwnedFd};
+use rustix::fs::Mode;
 use rustix::io::Errno;
-use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::mount::{MountPropagationFlags, UnmountFlags};
 use rustix::process::{Pid, Signal, WaitOptions};
 
-use super::Report;
-use crate::layout::{self, CPath};
-use crate::limits::{MAX_MOUNTS, MAX_PATH_LEN};
+use super::{Report, mounts};
+use crate::limits::MAX_MOUNTS;
 use crate::sys::process::{self, Exec, fixed_fd};
 use crate::sys::signals::{self, SignalSet};
 
@@ -159,6 +152,12 @@ fn setup(launch: &Launch) -> Result<Pid, Failure> {
     // Die with the runtime: a container never outlives the process that can stop it.
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(at(SetupStep::Prepare))?;
+    // A runtime that died before that took effect sent no signal. Then the status pipe has
+    // no reader left (init closed its own copy of the read end in `take_descriptors`), so
+    // no container outlives its runtime even when the runtime dies right after the fork.
+    if runtime_gone() {
+        process::exit(1);
+    }
     signals::set_mask(SignalSet::ALL).map_err(at(SetupStep::Prepare))?;
     rustix::process::umask(Mode::empty());
     if let Network::Join(_) = m.network {
@@ -175,11 +174,13 @@ fn setup(launch: &Launch) -> Result<Pid, Failure> {
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .map_err(at(SetupStep::PivotRoot))?;
+    let root = mounts::open_root(launch.root).map_err(at(SetupStep::PivotRoot))?;
     for (index, mount) in m.mounts.iter().enumerate() {
-        mount_one(launch, index, &mount.kind, mount.target)
+        mounts::mount_one(launch, &root, index, &mount.kind, mount.target)
             .map_err(at(SetupStep::Mount(index as u8)))?;
     }
-    pivot(launch.root).map_err(at(SetupStep::PivotRoot))?;
+    pivot(&root).map_err(at(SetupStep::PivotRoot))?;
+    drop(root);
     // `/proc/1/exe` of a non-dumpable init cannot be opened by the container (an escape
     // found in Northstar's audit).
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
@@ -190,136 +191,21 @@ fn setup(launch: &Launch) -> Result<Pid, Failure> {
     start_app(launch)
 }
 
-/// Paths inside the container's (not yet pivoted) root: the root's path plus one from
-/// the manifest.
-type InnerPath = CPath<{ 2 * MAX_PATH_LEN + 2 }>;
-
-/// One mount of the manifest, onto its target inside the (not yet pivoted) root.
-fn mount_one(launch: &Launch, index: usize, kind: &MountKind, target: &str) -> Result<(), Errno> {
-    let mut target = InnerPath::of(&[launch.root, target])?;
-    let target = target.c_str()?;
-    let common = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    match *kind {
-        MountKind::Bind { host, flags } => {
-            let mut source = InnerPath::of(&[host])?;
-            bind(source.c_str()?, target, flags, MountFlags::empty())
-        }
-        MountKind::Persist => {
-            let mut source = InnerPath::of(&[launch.persist.ok_or(Errno::NOENT)?])?;
-            bind(source.c_str()?, target, Flags::RW, common)
-        }
-        MountKind::Resource {
-            name, dir, flags, ..
-        } => {
-            let version = launch.resources[index].ok_or(Errno::NOENT)?;
-            let mut source: InnerPath = layout::mount_point(launch.run_dir, name, &version)?;
-            let dir = if dir == "/" { "" } else { dir };
-            source
-                .push(dir.as_bytes())
-                .map_err(|_| Errno::NAMETOOLONG)?;
-            let source = source.c_str()?;
-            // Read-only and flat whatever the flags say (the manifest refuses RW and REC).
-            let flags = Flags(flags.0 & !(Flags::RW.0 | Flags::REC.0));
-            bind(
-                source,
-                target,
-                flags,
-                MountFlags::NOSUID | MountFlags::NODEV,
-            )
-        }
-        MountKind::Tmpfs { size } => {
-            let mut data: String<96> = String::new();
-            let m = launch.manifest;
-            write!(data, "size={size},mode=0700,uid={},gid={}\0", m.uid, m.gid)
-                .map_err(|_| Errno::INVAL)?;
-            let data = CStr::from_bytes_with_nul(data.as_bytes()).map_err(|_| Errno::INVAL)?;
-            rustix::mount::mount(c"tmpfs", target, c"tmpfs", common, data)
-        }
-        MountKind::Proc => {
-            rustix::mount::mount(c"proc", target, c"proc", common | MountFlags::RDONLY, c"")
-        }
-        MountKind::Sysfs => {
-            rustix::mount::mount(c"sysfs", target, c"sysfs", common | MountFlags::RDONLY, c"")
-        }
-        MountKind::Dev => dev(target),
+/// Whether the runtime is gone: `poll` reports `POLLERR` on a pipe's write end once
+/// every read end is closed, and the runtime holds the only one.
+fn runtime_gone() -> bool {
+    let status = fixed_fd(STATUS_FD);
+    let mut fds = [PollFd::new(&status, PollFlags::OUT)];
+    match rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())) {
+        Ok(_) => fds[0].revents().contains(PollFlags::ERR),
+        Err(_) => true,
     }
-}
-
-/// A bind mount, then a remount with the flags (read-only unless `RW`): the kernel
-/// ignores flags on the bind itself.
-fn bind(source: &CStr, target: &CStr, flags: Flags, always: MountFlags) -> Result<(), Errno> {
-    if flags.contains(Flags::REC) {
-        rustix::mount::mount_bind_recursive(source, target)?;
-    } else {
-        rustix::mount::mount_bind(source, target)?;
-    }
-    let mut remount = MountFlags::BIND | always;
-    for (flag, kernel) in [
-        (Flags::NOSUID, MountFlags::NOSUID),
-        (Flags::NODEV, MountFlags::NODEV),
-        (Flags::NOEXEC, MountFlags::NOEXEC),
-    ] {
-        if flags.contains(flag) {
-            remount |= kernel;
-        }
-    }
-    if !flags.contains(Flags::RW) {
-        remount |= MountFlags::RDONLY;
-    }
-    rustix::mount::mount_remount(target, remount, c"")
-}
-
-/// A minimal /dev: a small tmpfs with the harmless character devices and the `fd` links,
-/// then read-only.
-fn dev(target: &CStr) -> Result<(), Errno> {
-    rustix::mount::mount(
-        c"tmpfs",
-        target,
-        c"tmpfs",
-        MountFlags::NOSUID | MountFlags::NOEXEC,
-        c"size=16k,mode=0755",
-    )?;
-    let dir = rustix::fs::open(
-        target,
-        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::PATH,
-        Mode::empty(),
-    )?;
-    for (name, major, minor) in [
-        (c"null", 1, 3),
-        (c"zero", 1, 5),
-        (c"full", 1, 7),
-        (c"random", 1, 8),
-        (c"urandom", 1, 9),
-        (c"tty", 5, 0),
-    ] {
-        rustix::fs::mknodat(
-            &dir,
-            name,
-            FileType::CharacterDevice,
-            Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(major, minor),
-        )?;
-    }
-    for (name, link) in [
-        (c"fd", c"/proc/self/fd"),
-        (c"stdin", c"/proc/self/fd/0"),
-        (c"stdout", c"/proc/self/fd/1"),
-        (c"stderr", c"/proc/self/fd/2"),
-    ] {
-        rustix::fs::symlinkat(link, &dir, name)?;
-    }
-    drop(dir);
-    rustix::mount::mount_remount(
-        target,
-        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NOEXEC,
-        c"",
-    )
 }
 
 /// Makes `root` the root and detaches the old one, so nothing of the runtime's file
 /// system stays reachable.
-fn pivot(root: &str) -> Result<(), Errno> {
-    rustix::process::chdir(InnerPath::of(&[root])?.c_str()?)?;
+fn pivot(root: &OwnedFd) -> Result<(), Errno> {
+    rustix::process::fchdir(root)?;
     // `pivot_root(".", ".")` stacks the old root on the new one; unmounting "." then
     // removes it without needing a directory for it inside the image.
     rustix::process::pivot_root(c".", c".")?;

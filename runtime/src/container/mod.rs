@@ -6,6 +6,7 @@
 //! - [`table`]: the containers the runtime knows, their logs, stops, restarts and timers.
 //! - [`launch`]: the runtime's side of a start, up to the fork.
 //! - [`init`]: everything that runs on the container's side of the fork.
+//! - [`mounts`]: the manifest's mounts, made by init through descriptors.
 //! - [`logs`]: each container's output ring.
 //! - [`cgroup`]: the container's cgroup v2 directory and limits.
 //!
@@ -17,6 +18,7 @@ pub mod cgroup;
 pub mod init;
 pub mod launch;
 pub mod logs;
+pub mod mounts;
 pub mod table;
 
 use nanostar_protocol::console::{ExitStatus, SetupStep};

@@ -10,6 +10,7 @@ mod entry;
 pub mod loopdev;
 #[cfg(nanostar_device)]
 mod mem;
+pub mod mount;
 mod nr;
 pub mod once;
 pub mod peer;

@@ -16,6 +16,8 @@ pub const EXECVE: usize = nr::__NR_execve as usize;
 pub const EXIT_GROUP: usize = nr::__NR_exit_group as usize;
 /// `getsockopt(2)`.
 pub const GETSOCKOPT: usize = nr::__NR_getsockopt as usize;
+/// `mount_setattr(2)`.
+pub const MOUNT_SETATTR: usize = nr::__NR_mount_setattr as usize;
 /// `rt_sigprocmask(2)`.
 pub const RT_SIGPROCMASK: usize = nr::__NR_rt_sigprocmask as usize;
 /// `seccomp(2)`.

@@ -109,6 +109,22 @@ impl Runtime {
 
     /// `extra` is added to the configuration's top level (before any section).
     pub fn start_configured(prepare: impl FnOnce(&Path), extra: &str) -> Runtime {
+        // Its own mount and PID namespaces; --kill-child so nothing outlives a failed test.
+        let isolated = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--kill-child",
+        ];
+        Runtime::start_under(prepare, extra, &isolated)
+    }
+
+    /// [`Runtime::start_configured`] run by the command line `wrapper` (followed by the
+    /// runtime's own), which is the child the `Runtime` holds.
+    pub fn start_under(prepare: impl FnOnce(&Path), extra: &str, wrapper: &[&str]) -> Runtime {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (secret, public) = nanostar_tools::keys::generate(&d.join("release")).unwrap();
@@ -124,23 +140,15 @@ impl Runtime {
             public.display()
         );
         std::fs::write(d.join("nanostar.conf"), config).unwrap();
-        let child = Command::new("unshare")
-            // Its own mount and PID namespaces; --kill-child so nothing outlives a failed test.
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-            ])
+        let child = Command::new(wrapper[0])
+            .args(&wrapper[1..])
             .arg(x86_64_binary())
             .arg("run")
             .arg(d.join("nanostar.conf"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("unshare (util-linux)");
+            .unwrap_or_else(|e| panic!("{}: {e}", wrapper[0]));
         let runtime = Runtime {
             child: Some(child),
             key: nanostar_tools::keys::read_secret(&secret).unwrap(),
