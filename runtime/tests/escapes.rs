@@ -258,6 +258,64 @@ fn a_container_never_outlives_a_runtime_killed_right_after_the_fork() {
     assert!(processes_with_env(&marker).is_empty());
 }
 
+/// Once the app runs, the container's init keeps only `CAP_KILL` (to signal the app),
+/// in every set and in its bounding set: an app that attached to it would gain nothing.
+#[test]
+fn init_keeps_only_cap_kill_once_the_app_runs() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    let unshare = rt.child.as_ref().unwrap().id();
+    let runtime = wait_for(|| children_of(unshare).first().copied(), "the runtime");
+    let root = probe_root(rt.dir.path(), "sleeper");
+    let npk = common::npk_bytes(
+        &probe_toml("sleeper", "capabilities = [\"CAP_NET_BIND_SERVICE\"]\n"),
+        &root,
+        None,
+        nanostar_protocol::npk::Arch::X86_64,
+    );
+    install(&rt, "sleeper", &npk);
+    let mut console = rt.console();
+    assert_eq!(console.start("sleeper", &["pause"]), "Ok");
+    let init = wait_for(
+        || children_of(runtime).first().copied(),
+        "the container's init",
+    );
+    let kill_only = format!("{:016x}", 1u64 << 5);
+    let caps = |pid: u32| -> Vec<String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+            .iter()
+            .map(|key| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{key}:\t")))
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect()
+    };
+    let want = [
+        "0000000000000000",
+        &kill_only,
+        &kill_only,
+        &kill_only,
+        "0000000000000000",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while caps(init) != want {
+        assert!(
+            Instant::now() < deadline,
+            "init's capabilities (inh prm eff bnd amb): {:?}",
+            caps(init)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(console.stop("sleeper", None), "Stopped(Signal(15))");
+}
+
 /// Polls `found` every 10 ms for up to a minute.
 fn wait_for<T>(mut found: impl FnMut() -> Option<T>, what: &str) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -4,8 +4,8 @@
 //! it needs was prepared by the runtime before the fork ([`Launch`]) and is read from its
 //! own copy of the runtime's memory. Its steps: take its descriptors, die with the
 //! runtime, join or keep the network namespace, set the host name, mount, `pivot_root`
-//! and detach the old root, turn non-dumpable, fork the app, then reap and forward
-//! signals until the app ends, and report how it ended.
+//! and detach the old root, turn non-dumpable, fork the app, keep only `CAP_KILL`, then
+//! reap and forward signals until the app ends, and report how it ended.
 //!
 //! The app's steps before `execve`: standard descriptors, rlimits (while still root, so
 //! a hard limit may be raised), the capability bounding set, groups, gid, uid, the kept
@@ -188,7 +188,30 @@ fn setup(launch: &Launch) -> Result<Pid, Failure> {
     // What the container's `ps` shows as its PID 1: a fixed name, not the host's command
     // line (which names the runtime's configuration).
     crate::sys::set_process_name(INIT_NAME).map_err(at(SetupStep::Prepare))?;
-    start_app(launch)
+    let app = start_app(launch)?;
+    keep_only_kill().map_err(at(SetupStep::Prepare))?;
+    Ok(app)
+}
+
+/// Once the app is forked (it took its own copy of init's privileges to drop), init needs
+/// only `CAP_KILL`, to forward signals to an app of another uid: every other capability
+/// goes, from every set and the bounding set, so an app that gets hold of init (an app
+/// allowed `CAP_SYS_PTRACE` can attach to it) gains no privilege through it.
+fn keep_only_kill() -> Result<(), Errno> {
+    for cap in 0..64u32 {
+        if cap != linux_raw_sys::general::CAP_KILL && !process::drop_bounding_capability(cap)? {
+            break;
+        }
+    }
+    let kill = rustix::thread::CapabilitySet::KILL;
+    rustix::thread::set_capabilities(
+        None,
+        rustix::thread::CapabilitySets {
+            effective: kill,
+            permitted: kill,
+            inheritable: rustix::thread::CapabilitySet::empty(),
+        },
+    )
 }
 
 /// Whether the runtime is gone: `poll` reports `POLLERR` on a pipe's write end once
