@@ -5,6 +5,7 @@
 use core::mem::MaybeUninit;
 use nanostar_protocol::console::{
     Error, FrameDecoder, Hello, Message, MessageError, PROTOCOL_VERSION, Reply, Request, Table,
+    Violation,
 };
 use nanostar_protocol::limits::{MAX_FRAME_LEN, MAX_WIRE_FRAME_LEN};
 use nanostar_protocol::permissions::Permissions;
@@ -100,6 +101,11 @@ impl Connection {
                 reply: Reply::Error(Error::Full(Table::Clients)),
                 ..
             }) => return Err(ClientError::Full),
+            // The Hello came too late (`hello_timeout_ms`): the runtime closed.
+            Ok(Message::Reply {
+                reply: Reply::Error(Error::ProtocolViolation(Violation::NoHello)),
+                ..
+            }) => return Err(ClientError::Handshake),
             Ok(_) => return Err(ClientError::Protocol),
             Err(ClientError::Closed | ClientError::Io(_)) => return Err(ClientError::Handshake),
             Err(e) => return Err(e),
