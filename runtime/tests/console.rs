@@ -583,14 +583,20 @@ fn connections_that_never_say_hello_do_not_keep_clients_out() {
     let mut served: Vec<Console> = (0..4).map(|_| rt.connect()).collect();
     for (i, c) in served.iter_mut().enumerate() {
         c.hello();
-        assert!(closed(&mut silent[i]), "silent connection {i} was not closed");
+        assert!(
+            closed(&mut silent[i]),
+            "silent connection {i} was not closed"
+        );
         assert!(c.list().is_empty());
     }
     // Four clients that may do everything hold the table: a fifth is told it is full.
     let out = rt.cli(&["list"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("serves as many clients as it may"), "{stderr}");
+    assert!(
+        stderr.contains("serves as many clients as it may"),
+        "{stderr}"
+    );
     drop(served);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !rt.cli(&["list"]).status.success() {
@@ -624,7 +630,7 @@ fn a_streamed_install_that_runs_out_of_space_says_so_and_the_connection_serves_o
     let mut rt = Runtime::start_with(|d| {
         rustix::mount::mount(
             "tmpfs",
-            &d.join("repo"),
+            d.join("repo"),
             "tmpfs",
             rustix::mount::MountFlags::empty(),
             Some(c"size=256k"),
@@ -644,7 +650,13 @@ fn a_streamed_install_that_runs_out_of_space_says_so_and_the_connection_serves_o
         .collect();
     std::fs::write(root.join("noise"), noise).unwrap();
     let toml = "name = \"big\"\nversion = \"1.0.0\"\ninit = \"/bin/x\"\nuid = 1000\ngid = 1000\n";
-    let npk = common::pack_toml(toml, &root, None, Some(nanostar_protocol::npk::Arch::X86_64)).bytes;
+    let npk = common::pack_toml(
+        toml,
+        &root,
+        None,
+        Some(nanostar_protocol::npk::Arch::X86_64),
+    )
+    .bytes;
     let file = rt.path("big.npk");
     std::fs::write(&file, &npk).unwrap();
     // Over the protocol: the install's id gets the error, and the connection serves on.
@@ -666,5 +678,5 @@ fn a_streamed_install_that_runs_out_of_space_says_so_and_the_connection_serves_o
     assert!(console.list().is_empty());
     drop(console);
     rt.stop();
-    rustix::mount::unmount(&rt.path("repo"), rustix::mount::UnmountFlags::DETACH).unwrap();
+    rustix::mount::unmount(rt.path("repo"), rustix::mount::UnmountFlags::DETACH).unwrap();
 }

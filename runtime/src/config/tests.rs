@@ -208,10 +208,9 @@ fn errors_name_what_they_are_about() {
     );
     assert!(said(8, "[limitz]").contains("unknown section [limitz]"));
     assert!(said(9, "max_clients = 0").contains("out of range for `max_clients`"));
-    assert!(
-        said(9, "max_rate = 1")
-            .contains("the keys are: max_clients, install_timeout_ms, hello_timeout_ms, idle_timeout_ms")
-    );
+    assert!(said(9, "max_rate = 1").contains(
+        "the keys are: max_clients, install_timeout_ms, hello_timeout_ms, idle_timeout_ms"
+    ));
     assert!(said(15, "color = 1").contains("the keys are: dir, keys, max_install_size"));
     assert!(said(4, "run_dir = \"/again\"").contains("`run_dir` is set twice"));
     assert!(said(3, "run_dir = \"run\"").contains("`run_dir` must be an absolute path"));

@@ -285,7 +285,7 @@ impl<'c> Clients<'c> {
     }
 
     /// How many are connected.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.list.len()
     }
 
@@ -514,7 +514,7 @@ impl<'c> Clients<'c> {
 
 /// The moment `ms` milliseconds after `t`.
 fn after(t: &Timespec, ms: u32) -> Timespec {
-    let ns = t.tv_nsec as i64 + i64::from(ms % 1000) * 1_000_000;
+    let ns = t.tv_nsec + i64::from(ms % 1000) * 1_000_000;
     Timespec {
         tv_sec: t.tv_sec + i64::from(ms / 1000) + ns / 1_000_000_000,
         tv_nsec: (ns % 1_000_000_000) as _,

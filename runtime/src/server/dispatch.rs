@@ -48,7 +48,7 @@ impl<'c> Runtime<'c> {
     pub(super) fn accept_clients(&mut self, listener: &OwnedFd) {
         let limit = usize::from(self.config.limits.max_clients).min(MAX_CLIENTS);
         while let Some(fd) = Clients::accept_one(listener) {
-            if self.clients.len() >= limit && !self.make_room(limit) {
+            if self.clients.count() >= limit && !self.make_room(limit) {
                 clients::refuse_full(&fd);
                 continue;
             }
@@ -66,7 +66,7 @@ impl<'c> Runtime<'c> {
             self.read_client(token);
             self.clients.settle(token, &self.poll);
         }
-        if self.clients.len() < limit {
+        if self.clients.count() < limit {
             return true;
         }
         match self.clients.victim() {

@@ -340,10 +340,7 @@ impl<'c> Runtime<'c> {
             .iter()
             .filter_map(|c| c.upload.as_ref().map(|u| u.deadline))
             .fold(None, |a, b| time::earliest(a, Some(b)));
-        let deadlines = time::earliest(
-            deadlines,
-            self.clients.next_deadline(&self.config.limits),
-        );
+        let deadlines = time::earliest(deadlines, self.clients.next_deadline(&self.config.limits));
         let earliest = time::earliest(deadlines, self.containers.table.next_timer())?;
         Some(time::until(&earliest))
     }

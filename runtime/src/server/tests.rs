@@ -429,7 +429,10 @@ fn violations_3_to_7_are_answered_and_the_connection_serves_on() {
     let serves_on = |f: &mut Fixture, peer: &mut Peer| {
         let frames = f.send(peer, &list);
         assert_eq!(frames.len(), 1, "{frames:?}");
-        assert!(frames[0].starts_with("Reply { id: 9, reply: Packages"), "{frames:?}");
+        assert!(
+            frames[0].starts_with("Reply { id: 9, reply: Packages"),
+            "{frames:?}"
+        );
         assert!(!f.runtime.clients.get_ref(peer.token).unwrap().closing);
     };
     // 3: a second Hello.
@@ -438,7 +441,10 @@ fn violations_3_to_7_are_answered_and_the_connection_serves_on() {
         client: "again",
     });
     let answer = f.exchange(&mut peer, &hello);
-    assert!(answer.contains(&violation(Violation::Unexpected)), "{answer}");
+    assert!(
+        answer.contains(&violation(Violation::Unexpected)),
+        "{answer}"
+    );
     serves_on(&mut f, &mut peer);
     // 4: a chunk of no install.
     let stray = Message::Request {
@@ -446,7 +452,10 @@ fn violations_3_to_7_are_answered_and_the_connection_serves_on() {
         request: Request::InstallChunk { data: b"x" },
     };
     let answer = f.exchange(&mut peer, &stray);
-    assert!(answer.contains(&violation(Violation::NoInstall)), "{answer}");
+    assert!(
+        answer.contains(&violation(Violation::NoInstall)),
+        "{answer}"
+    );
     serves_on(&mut f, &mut peer);
     // 5: a second install while one runs.
     let begin = |id| Message::Request {
@@ -472,7 +481,10 @@ fn violations_3_to_7_are_answered_and_the_connection_serves_on() {
         request: Request::InstallChunk { data },
     };
     let answer = f.exchange(&mut peer, &chunk(&[7; 20]));
-    assert!(answer.contains(&violation(Violation::InstallSize)), "{answer}");
+    assert!(
+        answer.contains(&violation(Violation::InstallSize)),
+        "{answer}"
+    );
     assert!(f.send(&mut peer, &chunk(&[7; 5])).is_empty());
     let end = Message::Request {
         id: 1,
@@ -508,13 +520,19 @@ fn after_a_closing_violation_nothing_of_the_same_read_is_served() {
     bytes.extend_from_slice(&list);
     let frames = f.send_bytes(&mut peer, &bytes);
     assert_eq!(frames.len(), 1, "{frames:?}");
-    assert!(frames[0].contains(&violation(Violation::Undecodable)), "{frames:?}");
+    assert!(
+        frames[0].contains(&violation(Violation::Undecodable)),
+        "{frames:?}"
+    );
     assert!(f.runtime.clients.get_ref(peer.token).unwrap().closing);
     // No Hello first, then a request.
     let mut early = f.silent(0);
     let frames = f.send_bytes(&mut early, &list);
     assert_eq!(frames.len(), 1, "{frames:?}");
-    assert!(frames[0].contains(&violation(Violation::NoHello)), "{frames:?}");
+    assert!(
+        frames[0].contains(&violation(Violation::NoHello)),
+        "{frames:?}"
+    );
     // A frame too long, then a request.
     let mut long = f.connect(0);
     let mut bytes = std::vec![0xFF; MAX_WIRE_FRAME_LEN + 300];
@@ -522,7 +540,10 @@ fn after_a_closing_violation_nothing_of_the_same_read_is_served() {
     bytes.extend_from_slice(&list);
     let frames = f.send_bytes(&mut long, &bytes);
     assert_eq!(frames.len(), 1, "{frames:?}");
-    assert!(frames[0].contains(&violation(Violation::FrameTooLong)), "{frames:?}");
+    assert!(
+        frames[0].contains(&violation(Violation::FrameTooLong)),
+        "{frames:?}"
+    );
 }
 
 #[test]
@@ -544,7 +565,10 @@ fn a_flooding_client_waits_for_its_next_turn_while_others_are_served() {
         "one turn read the whole flood"
     );
     let answer = f.request(&mut other, Request::List { after: None });
-    assert!(answer.starts_with("Reply { id: 1, reply: Packages"), "{answer}");
+    assert!(
+        answer.starts_with("Reply { id: 1, reply: Packages"),
+        "{answer}"
+    );
     // The rest comes turn by turn.
     let per_turn = crate::limits::CLIENT_READ_LEN * crate::limits::CLIENT_READS_PER_TURN;
     let mut turns = 1;
@@ -557,7 +581,10 @@ fn a_flooding_client_waits_for_its_next_turn_while_others_are_served() {
         }
     };
     assert_eq!(turns, bytes.len().div_ceil(per_turn), "{frames:?}");
-    assert!(frames[0].starts_with("Reply { id: 4, reply: Packages"), "{frames:?}");
+    assert!(
+        frames[0].starts_with("Reply { id: 4, reply: Packages"),
+        "{frames:?}"
+    );
 }
 
 /// A console socket in the fixture's directory, to connect newcomers to.
@@ -609,7 +636,7 @@ fn a_full_table_gives_a_newcomer_the_slot_of_a_silent_peer() {
     unread.stream.write_all(&hello).unwrap();
     // A peer that may do nothing goes after every silent one.
     let mut powerless = f.connect(1000);
-    assert_eq!(f.runtime.clients.len(), 8);
+    assert_eq!(f.runtime.clients.count(), 8);
     let newcomer = |f: &mut Fixture| {
         let mut stream = UnixStream::connect(&path).unwrap();
         stream.write_all(&hello).unwrap();
@@ -621,12 +648,12 @@ fn a_full_table_gives_a_newcomer_the_slot_of_a_silent_peer() {
         stream
     };
     let mut newcomers = StdVec::new();
-    for i in 0..silent.len() {
+    for oldest in &mut silent {
         newcomers.push(newcomer(&mut f));
         // The oldest silent peer made room.
-        let (closed, frames) = drain(&mut silent[i].stream);
+        let (closed, frames) = drain(&mut oldest.stream);
         assert!(closed && frames.is_empty(), "{frames:?}");
-        assert_eq!(f.runtime.clients.len(), 8);
+        assert_eq!(f.runtime.clients.count(), 8);
     }
     assert!(f.runtime.clients.get_ref(unread.token).is_some());
     assert!(f.answered(&mut unread)[0].starts_with("Welcome"));
@@ -672,7 +699,10 @@ fn silent_and_idle_connections_are_closed_and_waiting_ones_are_not() {
     let mut silent = f.silent(0);
     let mut idle = f.connect(0);
     let mut subscriber = f.connect(0);
-    assert!(f.request(&mut subscriber, Request::Subscribe).contains("Ok"));
+    assert!(
+        f.request(&mut subscriber, Request::Subscribe)
+            .contains("Ok")
+    );
     let gone = |f: &Fixture, peer: &Peer| f.runtime.clients.get_ref(peer.token).is_none();
     let until = |f: &mut Fixture, done: &dyn Fn(&Fixture) -> bool| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -687,12 +717,18 @@ fn silent_and_idle_connections_are_closed_and_waiting_ones_are_not() {
     let (closed, frames) = drain(&mut silent.stream);
     assert!(closed, "{frames:?}");
     assert_eq!(frames.len(), 1, "{frames:?}");
-    assert!(frames[0].contains(&violation(Violation::NoHello)), "{frames:?}");
+    assert!(
+        frames[0].contains(&violation(Violation::NoHello)),
+        "{frames:?}"
+    );
     assert_eq!(drain(&mut idle.stream), (true, StdVec::new()));
     // The subscriber waits for notifications: it stays, and is idle once it stops.
     assert!(!gone(&f, &subscriber));
     let next = f.runtime.clients.next_deadline(&f.runtime.config.limits);
     assert!(next.is_none(), "{next:?}");
-    assert!(f.request(&mut subscriber, Request::Unsubscribe).contains("Ok"));
+    assert!(
+        f.request(&mut subscriber, Request::Unsubscribe)
+            .contains("Ok")
+    );
     until(&mut f, &|f| gone(f, &subscriber));
 }
