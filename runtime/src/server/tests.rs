@@ -626,14 +626,15 @@ fn a_full_table_gives_a_newcomer_the_slot_of_a_silent_peer() {
     // max_clients is 8 by default.
     let mut f = Fixture::new(&["app"], "uid.0 = \"full\"");
     let (path, socket) = listener(&f);
-    let mut silent: StdVec<Peer> = (0..6).map(|_| f.silent(0)).collect();
-    // A client whose Hello has arrived but was not read yet keeps its slot.
+    // The oldest connection: a client whose Hello has arrived but was not read yet. It
+    // keeps its slot.
     let mut unread = f.silent(0);
     let hello = encoded(&Message::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         client: "newcomer",
     }));
     unread.stream.write_all(&hello).unwrap();
+    let mut silent: StdVec<Peer> = (0..6).map(|_| f.silent(0)).collect();
     // A peer that may do nothing goes after every silent one.
     let mut powerless = f.connect(1000);
     assert_eq!(f.runtime.clients.count(), 8);
