@@ -18,6 +18,17 @@ pub const DEFAULT_MAX_INSTALL_SIZE: u64 = 64 << 20;
 pub const DEFAULT_MAX_CLIENTS: u16 = 8;
 /// Default time an install may stall between two chunks before it is aborted.
 pub const DEFAULT_INSTALL_TIMEOUT_MS: u32 = 10_000;
+/// Default time a connection has to complete its `Hello`: a client sends it at once, so a
+/// peer that has not after 5 s holds a slot for nothing.
+pub const DEFAULT_HELLO_TIMEOUT_MS: u32 = 5_000;
+/// Longest `hello_timeout_ms`: a minute, so no configuration lets silent peers keep the
+/// client table.
+pub const MAX_HELLO_TIMEOUT_MS: u32 = 60_000;
+/// Default time a client that waits for nothing may stay silent: 10 minutes, long enough
+/// for a person at a prompt, short enough that forgotten connections give their slots back.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u32 = 600_000;
+/// Longest `idle_timeout_ms`: a day.
+pub const MAX_IDLE_TIMEOUT_MS: u32 = 86_400_000;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +100,12 @@ pub struct Limits {
     pub max_clients: u16,
     /// An install with no chunk for this long is aborted.
     pub install_timeout_ms: u32,
+    /// A connection that has not completed its `Hello` this long after it connected is
+    /// closed.
+    pub hello_timeout_ms: u32,
+    /// A client that has sent no request for this long, and waits for nothing it asked
+    /// for (an install, a log it follows, notifications, a start or stop), is closed.
+    pub idle_timeout_ms: u32,
 }
 
 impl Config<'_> {
@@ -133,7 +150,7 @@ pub enum Problem {
 /// Keys of each part of the file, for the error that names an unknown one.
 const TOP_KEYS: &str =
     "run_dir, data_dir, socket, cgroup, console_device, data_device, data_mount, data_fstype";
-const LIMITS_KEYS: &str = "max_clients, install_timeout_ms";
+const LIMITS_KEYS: &str = "max_clients, install_timeout_ms, hello_timeout_ms, idle_timeout_ms";
 const REPOSITORY_KEYS: &str = "dir, keys, max_install_size";
 const CONSOLE_KEYS: &str = "uid.N, gid.N";
 
@@ -303,6 +320,8 @@ pub fn parse(text: &str) -> Result<Config<'_>, ConfigError> {
         limits: Limits {
             max_clients: DEFAULT_MAX_CLIENTS,
             install_timeout_ms: DEFAULT_INSTALL_TIMEOUT_MS,
+            hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
         },
     };
     // Which keys were seen, to refuse duplicates: top level and [limits].
@@ -389,6 +408,8 @@ fn key_in_limits(key: &str) -> &str {
     match key {
         "max_clients" => "limits.max_clients",
         "install_timeout_ms" => "limits.install_timeout_ms",
+        "hello_timeout_ms" => "limits.hello_timeout_ms",
+        "idle_timeout_ms" => "limits.idle_timeout_ms",
         other => other,
     }
 }
@@ -568,6 +589,18 @@ fn set_limit(
         }
         "install_timeout_ms" => {
             limits.install_timeout_ms = u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(bad)?
+        }
+        "hello_timeout_ms" => {
+            limits.hello_timeout_ms = u32::try_from(n)
+                .ok()
+                .filter(|&n| (1..=MAX_HELLO_TIMEOUT_MS).contains(&n))
+                .ok_or_else(bad)?
+        }
+        "idle_timeout_ms" => {
+            limits.idle_timeout_ms = u32::try_from(n)
+                .ok()
+                .filter(|&n| (1..=MAX_IDLE_TIMEOUT_MS).contains(&n))
+                .ok_or_else(bad)?
         }
         _ => return Err(at(line, Problem::UnknownKey(LIMITS_KEYS))),
     }

@@ -52,6 +52,11 @@ pub const POLL_EVENTS: usize = 16;
 pub const LISTEN_BACKLOG: i32 = 16;
 /// Bytes read from one client at once (more frames wait for the next read).
 pub const CLIENT_READ_LEN: usize = 4096;
+/// Reads of `CLIENT_READ_LEN` from one client per loop turn (16 KiB: two install chunks);
+/// what else it sent waits for the next turn, after every other ready client had its
+/// turn, so one client that never stops sending (empty frames, a flood of requests)
+/// cannot hold the loop.
+pub const CLIENT_READS_PER_TURN: usize = 4;
 /// Bytes of a passed package (an install by descriptor) copied per loop turn, so the loop
 /// stays responsive while a large package is copied.
 pub const INSTALL_PUMP_SLICE: usize = 1 << 20;

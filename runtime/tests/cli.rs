@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Console, Runtime, assert_json, client, is_root, npk_bytes, texts};
-use nanostar_protocol::console::{Error, Message, Reply, Table};
+use nanostar_protocol::console::{Error, Message, Reply, Table, Violation};
 use nanostar_protocol::npk::Arch;
 
 /// Exit code and the two streams.
@@ -170,7 +170,9 @@ fn usage_errors_say_exactly_what_is_wrong() {
 
 /// A listener that answers each connection with `reply` (raw bytes), then closes it.
 fn fake_runtime(dir: &Path, reply: Vec<u8>) -> std::path::PathBuf {
-    let path = dir.join(format!("fake-{}", reply.len()));
+    static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("fake-{serial}"));
     let listener = UnixListener::bind(&path).unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -260,6 +262,24 @@ fn an_unreachable_runtime_is_explained() {
     assert!(
         stdout.starts_with("{\"ok\":false,\"code\":\"full\",\"reason\":\"clients\","),
         "{stdout}"
+    );
+    // One whose Hello came too late (hello_timeout_ms): a closed handshake, not "does
+    // not understand".
+    let mut late = vec![0u8; 64];
+    let len = Message::Reply {
+        id: 0,
+        reply: Reply::Error(Error::ProtocolViolation(Violation::NoHello)),
+    }
+    .encode(&mut late)
+    .unwrap()
+    .len();
+    late.truncate(len);
+    let late = fake_runtime(dir.path(), late);
+    let (code, _, stderr) = run(&["--socket", late.to_str().unwrap(), "list"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("closed the connection before the handshake"),
+        "{stderr}"
     );
     // One that closes without a word, and one that sends garbage.
     let silent = fake_runtime(dir.path(), Vec::new());

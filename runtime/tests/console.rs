@@ -556,3 +556,127 @@ fn inspect_names_the_signer_also_in_a_repository_without_keys() {
     );
     rt.stop();
 }
+
+/// Whether the runtime closed `console`'s connection: its next read ends (or is reset,
+/// when something it sent was still unread) within the console's read timeout.
+fn closed(console: &mut Console) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    loop {
+        match console.stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[test]
+fn connections_that_never_say_hello_do_not_keep_clients_out() {
+    if !is_root() {
+        return;
+    }
+    let mut rt = Runtime::start();
+    // max_clients = 4: as many connections that never send a byte.
+    let mut silent: Vec<Console> = (0..4).map(|_| rt.connect()).collect();
+    // Each newcomer takes the slot of the oldest of them, and is served.
+    let mut served: Vec<Console> = (0..4).map(|_| rt.connect()).collect();
+    for (i, c) in served.iter_mut().enumerate() {
+        c.hello();
+        assert!(
+            closed(&mut silent[i]),
+            "silent connection {i} was not closed"
+        );
+        assert!(c.list().is_empty());
+    }
+    // Four clients that may do everything hold the table: a fifth is told it is full.
+    let out = rt.cli(&["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("serves as many clients as it may"),
+        "{stderr}"
+    );
+    drop(served);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rt.cli(&["list"]).status.success() {
+        assert!(Instant::now() < deadline, "the freed slots are not used");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.stop();
+}
+
+/// Makes this test thread's mount namespace its own (the runtime and the clients it
+/// starts inherit it), so a mount made here is gone with the thread however the test ends.
+fn private_mounts() {
+    use rustix::thread::UnshareFlags;
+    // SAFETY: only the mount namespace (and with it the thread's root and working
+    // directory) is unshared; descriptors stay shared with every other thread.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }.expect("unshare");
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .expect("make / private");
+}
+
+#[test]
+fn a_streamed_install_that_runs_out_of_space_says_so_and_the_connection_serves_on() {
+    if !is_root() {
+        return;
+    }
+    private_mounts();
+    // The repository is a 256 KiB tmpfs; the package is 1 MiB that does not compress.
+    let mut rt = Runtime::start_with(|d| {
+        rustix::mount::mount(
+            "tmpfs",
+            d.join("repo"),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(c"size=256k"),
+        )
+        .expect("mount a small tmpfs");
+    });
+    let root = rt.path("root-big");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(root.join("noise"), noise).unwrap();
+    let toml = "name = \"big\"\nversion = \"1.0.0\"\ninit = \"/bin/x\"\nuid = 1000\ngid = 1000\n";
+    let npk = common::pack_toml(
+        toml,
+        &root,
+        None,
+        Some(nanostar_protocol::npk::Arch::X86_64),
+    )
+    .bytes;
+    let file = rt.path("big.npk");
+    std::fs::write(&file, &npk).unwrap();
+    // Over the protocol: the install's id gets the error, and the connection serves on.
+    let mut console = rt.console();
+    let answer = console.install(&npk);
+    assert!(answer.contains("RepositoryFull"), "{answer}");
+    assert!(console.list().is_empty());
+    assert!(rt.files("repo").is_empty(), "{:?}", rt.files("repo"));
+    // The client says why, and stops sending once it is told.
+    let out = rt.cli(&["install", file.to_str().unwrap(), "--stream"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with("nanostar: no space left in the repository for big 1.0.0\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("connection"), "{stderr}");
+    assert!(rt.files("repo").is_empty(), "{:?}", rt.files("repo"));
+    assert!(console.list().is_empty());
+    drop(console);
+    rt.stop();
+    rustix::mount::unmount(rt.path("repo"), rustix::mount::UnmountFlags::DETACH).unwrap();
+}

@@ -5,6 +5,7 @@
 use core::mem::MaybeUninit;
 use nanostar_protocol::console::{
     Error, FrameDecoder, Hello, Message, MessageError, PROTOCOL_VERSION, Reply, Request, Table,
+    Violation,
 };
 use nanostar_protocol::limits::{MAX_FRAME_LEN, MAX_WIRE_FRAME_LEN};
 use nanostar_protocol::permissions::Permissions;
@@ -12,7 +13,7 @@ use nanostar_protocol::permissions::Permissions;
 use rustix::fd::{BorrowedFd, OwnedFd};
 use rustix::io::{Errno, IoSlice};
 use rustix::net::{
-    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
     SocketFlags, SocketType,
 };
 
@@ -50,6 +51,9 @@ pub struct Connection {
     /// The last frame read, and its length.
     frame: [u8; MAX_FRAME_LEN],
     frame_len: usize,
+    /// `frame` holds a reply that [`Connection::poll_reply`] found and
+    /// [`Connection::reply`] has not returned yet.
+    held: bool,
     next_id: u32,
     /// What this peer may do.
     pub permissions: Permissions,
@@ -75,6 +79,7 @@ impl Connection {
             input_end: 0,
             frame: [0; MAX_FRAME_LEN],
             frame_len: 0,
+            held: false,
             next_id: 1,
             permissions: Permissions::NONE,
         };
@@ -96,6 +101,11 @@ impl Connection {
                 reply: Reply::Error(Error::Full(Table::Clients)),
                 ..
             }) => return Err(ClientError::Full),
+            // The Hello came too late (`hello_timeout_ms`): the runtime closed.
+            Ok(Message::Reply {
+                reply: Reply::Error(Error::ProtocolViolation(Violation::NoHello)),
+                ..
+            }) => return Err(ClientError::Handshake),
             Ok(_) => return Err(ClientError::Protocol),
             Err(ClientError::Closed | ClientError::Io(_)) => return Err(ClientError::Handshake),
             Err(e) => return Err(e),
@@ -175,19 +185,17 @@ impl Connection {
 
     /// Reads the next message (blocking); it borrows the connection's frame buffer.
     pub fn receive(&mut self) -> Result<Message<'_>, ClientError> {
-        let len = self.next_frame()?;
+        let len = self.next_frame(true)?.ok_or(ClientError::Closed)?;
         Message::decode(&self.frame[..len]).map_err(|_| ClientError::Protocol)
     }
 
     /// Reads until the reply to request `id` (or one about the connection, id 0),
     /// skipping notifications and other replies.
     pub fn reply(&mut self, id: u32) -> Result<Reply<'_>, ClientError> {
-        loop {
-            let len = self.next_frame()?;
-            match Message::decode(&self.frame[..len]) {
-                Ok(Message::Reply { id: got, .. }) if got == id || got == 0 => break,
-                Ok(Message::Notification(_) | Message::Reply { .. }) => {}
-                _ => return Err(ClientError::Protocol),
+        while !core::mem::take(&mut self.held) {
+            let len = self.next_frame(true)?.ok_or(ClientError::Closed)?;
+            if self.answers(len, id)? {
+                break;
             }
         }
         // Decoded again: the borrow of the frame cannot leave the loop.
@@ -197,19 +205,53 @@ impl Connection {
         }
     }
 
+    /// Whether the runtime has answered request `id` already (or said something about
+    /// the connection), without waiting: what it sent so far is read, and the answer
+    /// is kept for [`Connection::reply`]. A streamed install asks between chunks, so it
+    /// stops sending once the runtime has refused it.
+    pub fn poll_reply(&mut self, id: u32) -> Result<bool, ClientError> {
+        if self.held {
+            return Ok(true);
+        }
+        while let Some(len) = self.next_frame(false)? {
+            if self.answers(len, id)? {
+                self.held = true;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the frame of `len` bytes is the reply to `id` (or about the connection,
+    /// id 0); notifications and other replies are skipped.
+    fn answers(&self, len: usize, id: u32) -> Result<bool, ClientError> {
+        match Message::decode(&self.frame[..len]) {
+            Ok(Message::Reply { id: got, .. }) => Ok(got == id || got == 0),
+            Ok(Message::Notification(_)) => Ok(false),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
     fn receive_again(&self) -> Result<Message<'_>, MessageError> {
         Message::decode(&self.frame[..self.frame_len])
     }
 
-    /// Reads the next frame into `self.frame`; its length.
-    fn next_frame(&mut self) -> Result<usize, ClientError> {
+    /// Reads the next frame into `self.frame`; its length. Without `wait`, `None` when
+    /// no complete frame has arrived yet.
+    fn next_frame(&mut self, wait: bool) -> Result<Option<usize>, ClientError> {
+        let flags = if wait {
+            RecvFlags::empty()
+        } else {
+            RecvFlags::DONTWAIT
+        };
         loop {
             if self.input_start == self.input_end {
                 let n = loop {
-                    match rustix::io::read(&self.fd, &mut self.input) {
-                        Ok(0) => return Err(ClientError::Closed),
-                        Ok(n) => break n,
+                    match rustix::net::recv(&self.fd, &mut self.input, flags) {
+                        Ok((0, _)) => return Err(ClientError::Closed),
+                        Ok((n, _)) => break n,
                         Err(Errno::INTR) => {}
+                        Err(Errno::AGAIN) if !wait => return Ok(None),
                         Err(e) => return Err(ClientError::Io(e)),
                     }
                 };
@@ -227,7 +269,7 @@ impl Connection {
                     let len = f.len();
                     self.frame[..len].copy_from_slice(f);
                     self.frame_len = len;
-                    return Ok(len);
+                    return Ok(Some(len));
                 }
             }
         }

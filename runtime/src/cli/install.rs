@@ -187,6 +187,8 @@ pub(super) fn install(c: &mut Connection, o: &Options, file: &str) -> Result<u8,
 }
 
 /// Sends the file's bytes as chunks, then the end; `Some(code)` if reading the file failed.
+/// An answer that comes before the end (the runtime refused the install part-way: no
+/// space left, a timeout) stops the sending; the caller reads it.
 fn stream(
     c: &mut Connection,
     o: &Options,
@@ -214,7 +216,17 @@ fn stream(
                 )));
             }
         };
-        c.request_as(id, Request::InstallChunk { data: &chunk[..n] })?;
+        if let Err(e) = c.request_as(id, Request::InstallChunk { data: &chunk[..n] }) {
+            // A runtime may answer and close before it read everything: its answer says
+            // why, better than the broken pipe.
+            return match c.poll_reply(id) {
+                Ok(true) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        if c.poll_reply(id)? {
+            return Ok(None);
+        }
         sent += n as u64;
         // A progress line on stderr every 10% (people), nothing with --json (scripts).
         if !o.json && size > 0 && (sent * 10 / size) > shown {

@@ -37,7 +37,9 @@ fn parses_everything() {
         c.limits,
         Limits {
             max_clients: 4,
-            install_timeout_ms: 10_000
+            install_timeout_ms: 10_000,
+            hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
         }
     );
     assert_eq!(c.repositories.len(), 2);
@@ -77,6 +79,36 @@ fn parses_everything() {
 }
 
 #[test]
+fn client_deadlines_are_bounded() {
+    let with = |limits: &str| {
+        parse(&std::format!(
+            "run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\n[limits]\n{limits}\n"
+        ))
+        .map(|c| (c.limits.hello_timeout_ms, c.limits.idle_timeout_ms))
+    };
+    assert_eq!(
+        with("hello_timeout_ms = 250\nidle_timeout_ms = 60_000"),
+        Ok((250, 60_000))
+    );
+    assert_eq!(
+        with("hello_timeout_ms = 60000\nidle_timeout_ms = 86400000"),
+        Ok((MAX_HELLO_TIMEOUT_MS, MAX_IDLE_TIMEOUT_MS))
+    );
+    for bad in [
+        "hello_timeout_ms = 0",
+        "hello_timeout_ms = 60001",
+        "idle_timeout_ms = 0",
+        "idle_timeout_ms = 86400001",
+        "idle_timeout_ms = \"1M\"",
+    ] {
+        let e = with(bad).unwrap_err();
+        assert_eq!((e.line, e.problem), (5, Problem::Value), "`{bad}`");
+    }
+    let twice = with("idle_timeout_ms = 1000\nidle_timeout_ms = 2000").unwrap_err();
+    assert_eq!((twice.line, twice.problem), (6, Problem::Duplicate));
+}
+
+#[test]
 fn board_keys() {
     let c = parse(
         "run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\nconsole_device = \"/dev/hvc0\"\n\
@@ -102,7 +134,9 @@ fn defaults() {
         c.limits,
         Limits {
             max_clients: DEFAULT_MAX_CLIENTS,
-            install_timeout_ms: DEFAULT_INSTALL_TIMEOUT_MS
+            install_timeout_ms: DEFAULT_INSTALL_TIMEOUT_MS,
+            hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
         }
     );
     assert!(c.repositories.is_empty() && c.console.is_empty());
@@ -174,10 +208,9 @@ fn errors_name_what_they_are_about() {
     );
     assert!(said(8, "[limitz]").contains("unknown section [limitz]"));
     assert!(said(9, "max_clients = 0").contains("out of range for `max_clients`"));
-    assert!(
-        said(9, "max_rate = 1")
-            .contains("unknown key `max_rate` here; the keys are: max_clients, install_timeout_ms")
-    );
+    assert!(said(9, "max_rate = 1").contains(
+        "the keys are: max_clients, install_timeout_ms, hello_timeout_ms, idle_timeout_ms"
+    ));
     assert!(said(15, "color = 1").contains("the keys are: dir, keys, max_install_size"));
     assert!(said(4, "run_dir = \"/again\"").contains("`run_dir` is set twice"));
     assert!(said(3, "run_dir = \"run\"").contains("`run_dir` must be an absolute path"));

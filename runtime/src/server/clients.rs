@@ -19,9 +19,11 @@ use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlag
 
 use super::errors::Refusal;
 use super::poll::{self, Poll};
+use crate::config::Limits;
 use crate::container::table::LogReader;
 use crate::limits::{MAX_CLIENTS, OUTPUT_QUEUE_LEN};
 use crate::store::install::Install;
+use crate::time::{earliest, is_before, now};
 use crate::{errln, fs};
 
 /// A client's token: its epoll data, unique among live connections.
@@ -73,11 +75,23 @@ pub struct Client {
     /// The console device (`console_device`), not a socket: read and written as a
     /// byte stream, never closed; a `Hello` on it starts a new session.
     pub device: bool,
+    /// When it connected: its `Hello` is due `hello_timeout_ms` later, and a full table
+    /// closes the oldest connection without one first.
+    connected: Timespec,
+    /// When it last sent a request, or stopped waiting for something it asked for: it is
+    /// closed `idle_timeout_ms` later unless it speaks or asks again.
+    pub heard: Timespec,
+    /// At the last look it waited for something it asked for (see `heard`).
+    waited: bool,
+    /// The id of its last install that ended with an error: chunks, end or abort of it
+    /// still in flight are dropped without a reply (`docs/protocol.md`).
+    pub ended_install: Option<u32>,
 }
 
 impl Client {
     /// A connection before its handshake.
     fn new(token: Token, fd: OwnedFd, uid: u32, gid: u32, device: bool) -> Client {
+        let connected = now();
         Client {
             token,
             fd,
@@ -93,7 +107,23 @@ impl Client {
             closing: false,
             logs: None,
             device,
+            connected,
+            heard: connected,
+            waited: false,
+            ended_install: None,
         }
+    }
+
+    /// Whether it completed its `Hello`.
+    pub fn welcomed(&self) -> bool {
+        self.permissions.is_some()
+    }
+
+    /// Whether it waits for something of its own: an install, a log it reads, the
+    /// notifications it subscribed to (a start or stop it waits for is the container
+    /// table's to say).
+    pub fn waits(&self) -> bool {
+        self.upload.is_some() || self.logs.is_some() || self.subscribed
     }
 
     /// Forgets the session on the console device: handshake, subscription, install,
@@ -105,6 +135,7 @@ impl Client {
         self.logs = None;
         self.queue.clear();
         self.closing = false;
+        self.ended_install = None;
         self.decoder = FrameDecoder::new([0; MAX_FRAME_LEN]);
     }
 
@@ -145,10 +176,15 @@ impl Client {
         self.send(&Message::Reply { id, reply });
     }
 
-    /// Answers a protocol violation; the connection closes after the reply.
+    /// Answers a protocol violation. After one that may leave the stream out of step
+    /// (undecodable, too long, no `Hello`) the connection closes after the reply, and
+    /// nothing it sent after it is served; after the others it is served on
+    /// (`docs/protocol.md`, `Violation`).
     pub fn violation(&mut self, id: u32, why: Violation) {
         self.reply(id, Reply::Error(Error::ProtocolViolation(why)));
-        self.closing = true;
+        if closes(why) {
+            self.closing = true;
+        }
     }
 
     /// Queues an error that owns its text.
@@ -248,6 +284,11 @@ impl<'c> Clients<'c> {
         self.list.iter_mut()
     }
 
+    /// How many are connected.
+    pub fn count(&self) -> usize {
+        self.list.len()
+    }
+
     /// Queues the reply to request `id` of client `token` (if it is still connected).
     pub fn reply(&mut self, token: Token, id: u32, reply: Reply) {
         if let Some(c) = self.get(token) {
@@ -271,26 +312,105 @@ impl<'c> Clients<'c> {
         self.next_token
     }
 
-    /// Accepts every waiting connection, up to `limit` clients; one more is told the
-    /// table is full and closed.
-    #[inline(never)]
-    pub fn accept(&mut self, listener: &OwnedFd, poll: &Poll, limit: usize) {
+    /// The connection of a peer waiting on the console socket, non-blocking; `None` when
+    /// none waits.
+    pub fn accept_one(listener: &OwnedFd) -> Option<OwnedFd> {
         loop {
             let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-            let fd = match rustix::net::accept_with(listener, flags) {
-                Ok(fd) => fd,
-                Err(Errno::INTR) => continue,
-                Err(_) => return,
-            };
-            if self.list.len() >= limit.min(MAX_CLIENTS) {
-                refuse_full(&fd);
-                continue;
+            match rustix::net::accept_with(listener, flags) {
+                Ok(fd) => return Some(fd),
+                Err(Errno::INTR) => {}
+                Err(_) => return None,
             }
-            let Ok((uid, gid)) = crate::sys::peer::peer_credentials(&fd) else {
-                continue;
-            };
+        }
+    }
+
+    /// Serves a newly accepted connection, if its peer's credentials can be read.
+    pub fn add_peer(&mut self, fd: OwnedFd, poll: &Poll) {
+        if let Ok((uid, gid)) = crate::sys::peer::peer_credentials(&fd) {
             self.add(fd, uid, gid, poll);
         }
+    }
+
+    /// Tokens of the connections that have not completed their `Hello` (the console
+    /// device aside), oldest first.
+    pub fn unwelcomed(&self) -> Vec<Token, MAX_CLIENTS> {
+        let mut tokens: Vec<&Client, MAX_CLIENTS> = self
+            .list
+            .iter()
+            .filter(|c| !c.device && !c.welcomed())
+            .collect();
+        tokens.sort_unstable_by_key(|c| (c.connected.tv_sec, c.connected.tv_nsec));
+        tokens.iter().map(|c| c.token).collect()
+    }
+
+    /// The client to close so that a newcomer fits a full table: the oldest connection
+    /// that is closing already (its last reply not yet taken), else the oldest that has
+    /// not completed its `Hello`, else the oldest whose peer may do nothing at all (it
+    /// can only hold the slot); `None` when every slot serves a peer that may do
+    /// something.
+    pub fn victim(&self) -> Option<Token> {
+        let oldest = |useless: fn(&Client) -> bool| {
+            self.list
+                .iter()
+                .filter(|c| !c.device && useless(c))
+                .min_by_key(|c| (c.connected.tv_sec, c.connected.tv_nsec))
+                .map(|c| c.token)
+        };
+        oldest(|c| c.closing)
+            .or_else(|| oldest(|c| !c.welcomed()))
+            .or_else(|| oldest(|c| c.permissions == Some(Permissions::NONE)))
+    }
+
+    /// Closes client `token` at once, without a word: its slot goes to a newcomer.
+    pub fn remove(&mut self, token: Token, poll: &Poll) {
+        if let Some(index) = self.list.iter().position(|c| c.token == token) {
+            poll.delete(&self.list[index].fd);
+            // Dropping the client drops its install, which removes the temporary file.
+            self.list.swap_remove(index);
+        }
+    }
+
+    /// Closes the connections whose deadline passed: no `Hello` within
+    /// `hello_timeout_ms` (told `NoHello`), or silent for `idle_timeout_ms` while waiting
+    /// for nothing. `waits_elsewhere` says whether a client waits for a container (a
+    /// start or stop it asked for).
+    #[inline(never)]
+    pub fn expire(&mut self, limits: &Limits, waits_elsewhere: impl Fn(Token) -> bool) {
+        let n = now();
+        for c in self.list.iter_mut().filter(|c| !c.device && !c.closing) {
+            if !c.welcomed() {
+                if is_before(&after(&c.connected, limits.hello_timeout_ms), &n) {
+                    // Told why if its socket takes it now; closed either way.
+                    c.violation(0, Violation::NoHello);
+                    c.flush();
+                    c.hang_up();
+                }
+                continue;
+            }
+            let waits = c.waits() || waits_elsewhere(c.token);
+            if waits || c.waited {
+                // Its silence counts from when it stopped waiting.
+                c.heard = n;
+                c.waited = waits;
+            } else if is_before(&after(&c.heard, limits.idle_timeout_ms), &n) {
+                c.hang_up();
+            }
+        }
+    }
+
+    /// The earliest moment a connection's deadline passes (see [`Clients::expire`]).
+    pub fn next_deadline(&self, limits: &Limits) -> Option<Timespec> {
+        self.list
+            .iter()
+            .filter(|c| !c.device && !c.closing)
+            .filter_map(|c| match c.welcomed() {
+                false => Some(after(&c.connected, limits.hello_timeout_ms)),
+                // A waiting client gets its deadline when it stops waiting.
+                true if c.waited || c.waits() => None,
+                true => Some(after(&c.heard, limits.idle_timeout_ms)),
+            })
+            .fold(None, |a, b| earliest(a, Some(b)))
     }
 
     /// Serves a connected socket of a peer with `uid` and `gid`; `None` (and the socket
@@ -392,8 +512,26 @@ impl<'c> Clients<'c> {
     }
 }
 
+/// The moment `ms` milliseconds after `t`.
+fn after(t: &Timespec, ms: u32) -> Timespec {
+    let ns = t.tv_nsec + i64::from(ms % 1000) * 1_000_000;
+    Timespec {
+        tv_sec: t.tv_sec + i64::from(ms / 1000) + ns / 1_000_000_000,
+        tv_nsec: (ns % 1_000_000_000) as _,
+    }
+}
+
+/// Whether the connection closes after violation `why`: the ones that may leave the
+/// stream out of step, or come before the handshake (0–2 in `docs/protocol.md`).
+fn closes(why: Violation) -> bool {
+    matches!(
+        why,
+        Violation::Undecodable | Violation::FrameTooLong | Violation::NoHello
+    )
+}
+
 /// Tells a client that could not be taken why, without blocking (best effort).
-fn refuse_full(fd: &OwnedFd) {
+pub fn refuse_full(fd: &OwnedFd) {
     let mut wire = [0u8; 64];
     let message = Message::Reply {
         id: 0,

@@ -8,14 +8,16 @@ use nanostar_protocol::console::{
 };
 use nanostar_protocol::limits::MAX_FRAME_LEN;
 use nanostar_protocol::permissions::Permissions;
+use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 
-use super::clients::Token;
+use super::clients::{self, Clients, Token};
 use super::containers::StartRequest;
 use super::errors::Refusal;
 use super::{Runtime, packages};
 use crate::container::table::{LogReader, Waiter};
-use crate::limits::CLIENT_READ_LEN;
+use crate::limits::{CLIENT_READ_LEN, CLIENT_READS_PER_TURN, MAX_CLIENTS, MAX_CONTAINERS};
+use crate::time;
 
 /// What a handler answers.
 pub enum Answer<'a> {
@@ -39,15 +41,72 @@ impl From<Refusal> for Answer<'_> {
 }
 
 impl<'c> Runtime<'c> {
-    /// Reads what the client sent and handles every complete frame.
+    /// Accepts every waiting connection. When the table is full, a newcomer takes the
+    /// slot of a connection that never completed its `Hello` (or of a peer that may do
+    /// nothing), else it is told the table is full and closed.
+    #[inline(never)]
+    pub(super) fn accept_clients(&mut self, listener: &OwnedFd) {
+        let limit = usize::from(self.config.limits.max_clients).min(MAX_CLIENTS);
+        while let Some(fd) = Clients::accept_one(listener) {
+            if self.clients.count() >= limit && !self.make_room(limit) {
+                clients::refuse_full(&fd);
+                continue;
+            }
+            self.clients.add_peer(fd, &self.poll);
+        }
+    }
+
+    /// Frees a slot of a full table: first serves what the connections without a
+    /// `Hello` have sent (a real client's `Hello` may be waiting unread, and it must not
+    /// lose its slot for that), then closes the oldest that still has none, else the
+    /// oldest peer that may do nothing. `false` if every slot serves a peer that may do
+    /// something.
+    fn make_room(&mut self, limit: usize) -> bool {
+        for token in self.clients.unwelcomed() {
+            self.read_client(token);
+            self.clients.settle(token, &self.poll);
+        }
+        if self.clients.count() < limit {
+            return true;
+        }
+        match self.clients.victim() {
+            Some(token) => {
+                self.clients.remove(token, &self.poll);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the clients whose `Hello` or idle deadline passed (a client waiting for a
+    /// start or stop it asked for is not idle).
+    pub(super) fn expire_clients(&mut self) {
+        let table = &*self.containers.table;
+        let waits_for_container = |token: Token| {
+            (0..MAX_CONTAINERS).filter_map(|s| table.at(s)).any(|c| {
+                c.starter.is_some_and(|w| w.client == token)
+                    || c.stoppers.iter().any(|w| w.client == token)
+            })
+        };
+        self.clients
+            .expire(&self.config.limits, waits_for_container);
+    }
+
+    /// Reads what the client sent and handles every complete frame, at most
+    /// `CLIENT_READS_PER_TURN` reads: the rest waits for the next loop turn (epoll
+    /// reports the socket again), so every client gets its turn. Nothing that arrived
+    /// after a frame that closes the connection is served.
     #[inline(never)]
     pub(super) fn read_client(&mut self, token: Token) {
         let mut bytes = [0u8; CLIENT_READ_LEN];
         let mut frame = [0u8; MAX_FRAME_LEN];
-        loop {
+        for _ in 0..CLIENT_READS_PER_TURN {
             let Some(client) = self.clients.get(token) else {
                 return;
             };
+            if client.closing {
+                return;
+            }
             let n = match client.receive(&mut bytes) {
                 Ok(0) => return client.hang_up(),
                 Ok(n) => n,
@@ -60,6 +119,10 @@ impl<'c> Runtime<'c> {
                 let Some(client) = self.clients.get(token) else {
                     return;
                 };
+                if client.closing {
+                    // The rest of what it sent is not served.
+                    return;
+                }
                 let len = match client.decoder.decode(&mut input) {
                     None => break,
                     Some(Ok(f)) => {
@@ -77,6 +140,7 @@ impl<'c> Runtime<'c> {
                         continue;
                     }
                 };
+                client.heard = time::now();
                 self.handle_frame(token, &frame[..len]);
             }
         }

@@ -206,10 +206,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         };
         for event in ready.iter() {
             match event.data.u64() {
-                poll::LISTENER => {
-                    let limit = usize::from(config.limits.max_clients);
-                    runtime.clients.accept(&listener, &runtime.poll, limit)
-                }
+                poll::LISTENER => runtime.accept_clients(&listener),
                 poll::SIGNALS => runtime.read_signals(&signal_fd),
                 token if token & poll::CONTAINER != 0 => runtime.container_event(token),
                 token => runtime.client_event(token, event.flags),
@@ -217,6 +214,7 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         }
         runtime.pump_uploads();
         runtime.expire_uploads();
+        runtime.expire_clients();
         runtime.container_timers();
         runtime.pump_logs();
         runtime.clients.settle_all(&runtime.poll);
@@ -342,6 +340,7 @@ impl<'c> Runtime<'c> {
             .iter()
             .filter_map(|c| c.upload.as_ref().map(|u| u.deadline))
             .fold(None, |a, b| time::earliest(a, Some(b)));
+        let deadlines = time::earliest(deadlines, self.clients.next_deadline(&self.config.limits));
         let earliest = time::earliest(deadlines, self.containers.table.next_timer())?;
         Some(time::until(&earliest))
     }

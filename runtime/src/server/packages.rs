@@ -10,7 +10,7 @@ use nanostar_protocol::limits::MAX_CHUNK_LEN;
 use nanostar_protocol::version::Version;
 
 use super::Runtime;
-use super::clients::{Token, Upload};
+use super::clients::{Client, Token, Upload};
 use super::dispatch::Answer;
 use super::errors::Refusal;
 use crate::container::table::{Table, Waiter};
@@ -114,6 +114,17 @@ pub fn repositories<'a>(store: &'a Store) -> Answer<'a> {
     Answer::Now(Reply::Repositories { repositories })
 }
 
+/// A chunk, end or abort for install `id`, which `client` is not running: dropped without
+/// a reply if an error ended that install (the client sent it before it heard), else
+/// `NoInstall`.
+fn no_install(client: &Client, id: u32) -> Answer<'static> {
+    if client.ended_install == Some(id) {
+        Answer::Later
+    } else {
+        Answer::Violation(Violation::NoInstall)
+    }
+}
+
 impl<'c> Runtime<'c> {
     /// Starts an install (`InstallBegin`, or `Install` with the package it announces,
     /// refused at once when it is installed already or cannot be replaced).
@@ -160,6 +171,7 @@ impl<'c> Runtime<'c> {
             .and_then(|(p, replace)| Some((String::try_from(p.name).ok()?, p.version, replace)));
         let deadline = after_ms(self.config.limits.install_timeout_ms);
         if let Some(c) = self.clients.get(waiter.client) {
+            c.ended_install = None;
             c.upload = Some(Upload {
                 id: waiter.id,
                 install,
@@ -224,13 +236,16 @@ impl<'c> Runtime<'c> {
             return Answer::Later;
         };
         let Some(upload) = client.upload.as_mut().filter(|u| u.id == waiter.id) else {
-            return Answer::Violation(Violation::NoInstall);
+            return no_install(client, waiter.id);
         };
         upload.deadline = after_ms(timeout);
         match upload.install.write(data) {
             Ok(()) => Answer::Later,
             Err(e) => {
+                // This reply ends the install; what the client sent for it meanwhile
+                // is dropped, and the connection serves on.
                 client.upload = None;
+                client.ended_install = Some(waiter.id);
                 match e {
                     InstallError::Overrun => Answer::Violation(Violation::InstallSize),
                     other => Answer::Now(Reply::Error(other.into())),
@@ -245,7 +260,7 @@ impl<'c> Runtime<'c> {
             return Answer::Later;
         };
         let Some(upload) = client.upload.take_if(|u| u.id == waiter.id) else {
-            return Answer::Violation(Violation::NoInstall);
+            return no_install(client, waiter.id);
         };
         if upload.install.written() != upload.install.expected() || upload.source.is_some() {
             return Answer::Violation(Violation::InstallSize);
@@ -323,6 +338,7 @@ impl<'c> Runtime<'c> {
                 Err(e) => {
                     let id = upload.id;
                     client.upload = None;
+                    client.ended_install = Some(id);
                     client.reply(id, Reply::Error(e.into()));
                 }
             }
@@ -347,6 +363,7 @@ impl<'c> Runtime<'c> {
             };
             if let Some(upload) = client.upload.take_if(|u| is_before(&u.deadline, &n)) {
                 let id = upload.id;
+                client.ended_install = Some(id);
                 // Its temporary file goes before the client learns of it.
                 drop(upload);
                 client.reply(id, Reply::Error(Error::InstallTimeout));
@@ -361,7 +378,7 @@ impl<'c> Runtime<'c> {
             return Answer::Later;
         };
         if client.upload.take_if(|u| u.id == waiter.id).is_none() {
-            return Answer::Violation(Violation::NoInstall);
+            return no_install(client, waiter.id);
         }
         Answer::Now(Reply::Ok)
     }

@@ -58,6 +58,11 @@ fn leak<T>(value: T) -> &'static mut T {
 impl Fixture {
     /// A runtime with one repository holding `packages`; console rules `console`.
     fn new(packages: &[&str], console: &str) -> Fixture {
+        Fixture::configured(packages, console, "")
+    }
+
+    /// As [`Fixture::new`], with `limits` in the configuration's `[limits]`.
+    fn configured(packages: &[&str], console: &str, limits: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
         std::fs::create_dir_all(path("repo")).unwrap();
@@ -65,7 +70,7 @@ impl Fixture {
             std::fs::write(path(&format!("repo/{name}.npk")), npk(name)).unwrap();
         }
         let text = format!(
-            "run_dir = \"{}\"\ndata_dir = \"{}\"\nsocket = \"{}\"\n\
+            "run_dir = \"{}\"\ndata_dir = \"{}\"\nsocket = \"{}\"\n[limits]\n{limits}\n\
              [repository.default]\ndir = \"{}\"\n[console]\n{console}\n",
             path("run"),
             path("data"),
@@ -87,8 +92,8 @@ impl Fixture {
         Fixture { dir, runtime }
     }
 
-    /// A client with `uid` after its handshake.
-    fn connect(&mut self, uid: u32) -> Peer {
+    /// A connection of a peer with `uid` that has not said anything yet.
+    fn silent(&mut self, uid: u32) -> Peer {
         let (ours, theirs) = UnixStream::pair().unwrap();
         theirs.set_nonblocking(true).unwrap();
         let fd = rustix::fd::OwnedFd::from(theirs);
@@ -97,10 +102,15 @@ impl Fixture {
             .clients
             .add(fd, uid, uid, &self.runtime.poll)
             .unwrap();
-        let mut peer = Peer {
+        Peer {
             stream: ours,
             token,
-        };
+        }
+    }
+
+    /// A client with `uid` after its handshake.
+    fn connect(&mut self, uid: u32) -> Peer {
+        let mut peer = self.silent(uid);
         let hello = Message::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client: "handler test",
@@ -112,11 +122,18 @@ impl Fixture {
 
     /// Sends `message`, lets the runtime handle it, returns the frames it answered.
     fn send(&mut self, peer: &mut Peer, message: &Message) -> StdVec<StdString> {
-        let mut wire = [0u8; MAX_WIRE_FRAME_LEN];
-        peer.stream
-            .write_all(message.encode(&mut wire).unwrap())
-            .unwrap();
+        self.send_bytes(peer, &encoded(message))
+    }
+
+    /// Sends `bytes`, lets the runtime read once, returns the frames it answered.
+    fn send_bytes(&mut self, peer: &mut Peer, bytes: &[u8]) -> StdVec<StdString> {
+        peer.stream.write_all(bytes).unwrap();
         self.runtime.read_client(peer.token);
+        self.answered(peer)
+    }
+
+    /// The frames the runtime has queued for `peer`, written and read back.
+    fn answered(&mut self, peer: &mut Peer) -> StdVec<StdString> {
         self.runtime.clients.flush(peer.token);
         let mut bytes = StdVec::new();
         peer.stream.set_nonblocking(true).unwrap();
@@ -157,6 +174,12 @@ impl Fixture {
         files.sort();
         files
     }
+}
+
+/// `message` as a frame on the wire.
+fn encoded(message: &Message) -> StdVec<u8> {
+    let mut wire = [0u8; MAX_WIRE_FRAME_LEN];
+    message.encode(&mut wire).unwrap().to_vec()
 }
 
 fn package(name: &str) -> PackageId<'_> {
@@ -320,11 +343,11 @@ fn a_streamed_install_lands_once_and_a_duplicate_is_refused() {
         fd: false,
     };
     assert!(f.request(&mut peer, nowhere).contains("NoSuchRepository"));
-    // An end without a begin breaks the protocol, and the connection closes after it.
+    // An end without a begin breaks the protocol; the connection serves on.
     let violation = f.request(&mut peer, Request::InstallEnd);
     let want = format!("{:?}", Error::ProtocolViolation(Violation::NoInstall));
     assert!(violation.contains(&want), "{violation}");
-    assert!(f.runtime.clients.get_ref(peer.token).unwrap().closing);
+    assert!(!f.runtime.clients.get_ref(peer.token).unwrap().closing);
 }
 
 /// Chunks small enough for one frame.
@@ -388,4 +411,325 @@ fn garbage_is_a_violation_and_shutdown_refuses_new_work() {
     );
     let late = f.request(&mut other, Request::List { after: None });
     assert!(late.contains("ShuttingDown"), "{late}");
+}
+
+/// `ProtocolViolation(why)` as `Debug` text.
+fn violation(why: Violation) -> StdString {
+    format!("{:?}", Error::ProtocolViolation(why))
+}
+
+#[test]
+fn violations_3_to_7_are_answered_and_the_connection_serves_on() {
+    let mut f = Fixture::new(&["app"], "uid.0 = \"full\"");
+    let mut peer = f.connect(0);
+    let list = Message::Request {
+        id: 9,
+        request: Request::List { after: None },
+    };
+    let serves_on = |f: &mut Fixture, peer: &mut Peer| {
+        let frames = f.send(peer, &list);
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert!(
+            frames[0].starts_with("Reply { id: 9, reply: Packages"),
+            "{frames:?}"
+        );
+        assert!(!f.runtime.clients.get_ref(peer.token).unwrap().closing);
+    };
+    // 3: a second Hello.
+    let hello = Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client: "again",
+    });
+    let answer = f.exchange(&mut peer, &hello);
+    assert!(
+        answer.contains(&violation(Violation::Unexpected)),
+        "{answer}"
+    );
+    serves_on(&mut f, &mut peer);
+    // 4: a chunk of no install.
+    let stray = Message::Request {
+        id: 5,
+        request: Request::InstallChunk { data: b"x" },
+    };
+    let answer = f.exchange(&mut peer, &stray);
+    assert!(
+        answer.contains(&violation(Violation::NoInstall)),
+        "{answer}"
+    );
+    serves_on(&mut f, &mut peer);
+    // 5: a second install while one runs.
+    let begin = |id| Message::Request {
+        id,
+        request: Request::InstallBegin {
+            repository: "default",
+            size: 10,
+            fd: false,
+        },
+    };
+    assert!(f.exchange(&mut peer, &begin(1)).contains("InstallAccepted"));
+    let answer = f.exchange(&mut peer, &begin(2));
+    assert!(
+        answer.starts_with("Reply { id: 2")
+            && answer.contains(&violation(Violation::InstallInProgress)),
+        "{answer}"
+    );
+    serves_on(&mut f, &mut peer);
+    // 6: more bytes than announced. That answer ends the install: what the client sent
+    // for it meanwhile is dropped without a reply.
+    let chunk = |data| Message::Request {
+        id: 1,
+        request: Request::InstallChunk { data },
+    };
+    let answer = f.exchange(&mut peer, &chunk(&[7; 20]));
+    assert!(
+        answer.contains(&violation(Violation::InstallSize)),
+        "{answer}"
+    );
+    assert!(f.send(&mut peer, &chunk(&[7; 5])).is_empty());
+    let end = Message::Request {
+        id: 1,
+        request: Request::InstallEnd,
+    };
+    assert!(f.send(&mut peer, &end).is_empty());
+    assert!(f.repo_files().iter().all(|f| !f.starts_with(".tmp")));
+    serves_on(&mut f, &mut peer);
+    // 7: an install by descriptor without one.
+    let by_fd = Message::Request {
+        id: 3,
+        request: Request::InstallBegin {
+            repository: "default",
+            size: 10,
+            fd: true,
+        },
+    };
+    let answer = f.exchange(&mut peer, &by_fd);
+    assert!(answer.contains(&violation(Violation::Fd)), "{answer}");
+    serves_on(&mut f, &mut peer);
+}
+
+#[test]
+fn after_a_closing_violation_nothing_of_the_same_read_is_served() {
+    let mut f = Fixture::new(&["app"], "uid.0 = \"full\"");
+    let list = encoded(&Message::Request {
+        id: 2,
+        request: Request::List { after: None },
+    });
+    // Undecodable, then a request in the same write.
+    let mut peer = f.connect(0);
+    let mut bytes = std::vec![0x42, 0x17, 0x00];
+    bytes.extend_from_slice(&list);
+    let frames = f.send_bytes(&mut peer, &bytes);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(
+        frames[0].contains(&violation(Violation::Undecodable)),
+        "{frames:?}"
+    );
+    assert!(f.runtime.clients.get_ref(peer.token).unwrap().closing);
+    // No Hello first, then a request.
+    let mut early = f.silent(0);
+    let frames = f.send_bytes(&mut early, &list);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(
+        frames[0].contains(&violation(Violation::NoHello)),
+        "{frames:?}"
+    );
+    // A frame too long, then a request.
+    let mut long = f.connect(0);
+    let mut bytes = std::vec![0xFF; MAX_WIRE_FRAME_LEN + 300];
+    bytes.push(0);
+    bytes.extend_from_slice(&list);
+    let frames = f.send_bytes(&mut long, &bytes);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(
+        frames[0].contains(&violation(Violation::FrameTooLong)),
+        "{frames:?}"
+    );
+}
+
+#[test]
+fn a_flooding_client_waits_for_its_next_turn_while_others_are_served() {
+    let mut f = Fixture::new(&["app"], "uid.0 = \"full\"");
+    let mut flooder = f.connect(0);
+    let mut other = f.connect(0);
+    // 60 KB of empty frames, then a request: several turns' reads.
+    let mut bytes = std::vec![0u8; 60_000];
+    bytes.extend_from_slice(&encoded(&Message::Request {
+        id: 4,
+        request: Request::List { after: None },
+    }));
+    flooder.stream.set_nonblocking(false).unwrap();
+    flooder.stream.write_all(&bytes).unwrap();
+    f.runtime.read_client(flooder.token);
+    assert!(
+        f.answered(&mut flooder).is_empty(),
+        "one turn read the whole flood"
+    );
+    let answer = f.request(&mut other, Request::List { after: None });
+    assert!(
+        answer.starts_with("Reply { id: 1, reply: Packages"),
+        "{answer}"
+    );
+    // The rest comes turn by turn.
+    let per_turn = crate::limits::CLIENT_READ_LEN * crate::limits::CLIENT_READS_PER_TURN;
+    let mut turns = 1;
+    let frames = loop {
+        f.runtime.read_client(flooder.token);
+        turns += 1;
+        let frames = f.answered(&mut flooder);
+        if !frames.is_empty() || turns > bytes.len() / per_turn + 2 {
+            break frames;
+        }
+    };
+    assert_eq!(turns, bytes.len().div_ceil(per_turn), "{frames:?}");
+    assert!(
+        frames[0].starts_with("Reply { id: 4, reply: Packages"),
+        "{frames:?}"
+    );
+}
+
+/// A console socket in the fixture's directory, to connect newcomers to.
+fn listener(f: &Fixture) -> (std::path::PathBuf, rustix::fd::OwnedFd) {
+    let path = f.dir.path().join("listen");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    (path, rustix::fd::OwnedFd::from(listener))
+}
+
+/// Reads what `stream` has been sent until it closes (or 5 s pass); whether it closed,
+/// and the frames.
+fn drain(stream: &mut UnixStream) -> (bool, StdVec<StdString>) {
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut bytes = StdVec::new();
+    let closed = loop {
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            // Closed with something of ours unread.
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    let mut decoder = FrameDecoder::new([0u8; MAX_FRAME_LEN]);
+    let mut input = &bytes[..];
+    let mut frames = StdVec::new();
+    while let Some(frame) = decoder.decode(&mut input) {
+        frames.push(format!("{:?}", Message::decode(frame.unwrap()).unwrap()));
+    }
+    (closed, frames)
+}
+
+#[test]
+fn a_full_table_gives_a_newcomer_the_slot_of_a_silent_peer() {
+    // max_clients is 8 by default.
+    let mut f = Fixture::new(&["app"], "uid.0 = \"full\"");
+    let (path, socket) = listener(&f);
+    // The oldest connection: a client whose Hello has arrived but was not read yet. It
+    // keeps its slot.
+    let mut unread = f.silent(0);
+    let hello = encoded(&Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client: "newcomer",
+    }));
+    unread.stream.write_all(&hello).unwrap();
+    let mut silent: StdVec<Peer> = (0..6).map(|_| f.silent(0)).collect();
+    // A peer that may do nothing goes after every silent one.
+    let mut powerless = f.connect(1000);
+    assert_eq!(f.runtime.clients.count(), 8);
+    let newcomer = |f: &mut Fixture| {
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream.write_all(&hello).unwrap();
+        f.runtime.accept_clients(&socket);
+        for token in f.runtime.clients.tokens() {
+            f.runtime.read_client(token);
+        }
+        f.runtime.clients.settle_all(&f.runtime.poll);
+        stream
+    };
+    let mut newcomers = StdVec::new();
+    for oldest in &mut silent {
+        newcomers.push(newcomer(&mut f));
+        // The oldest silent peer made room.
+        let (closed, frames) = drain(&mut oldest.stream);
+        assert!(closed && frames.is_empty(), "{frames:?}");
+        assert_eq!(f.runtime.clients.count(), 8);
+    }
+    assert!(f.runtime.clients.get_ref(unread.token).is_some());
+    assert!(f.answered(&mut unread)[0].starts_with("Welcome"));
+    newcomers.push(newcomer(&mut f));
+    assert!(f.runtime.clients.get_ref(powerless.token).is_none());
+    assert!(drain(&mut powerless.stream).0);
+    // Every slot serves a peer that may do something: the next one is refused.
+    let mut refused = newcomer(&mut f);
+    let (closed, frames) = drain(&mut refused);
+    assert!(closed, "{frames:?}");
+    assert_eq!(
+        frames,
+        [format!(
+            "{:?}",
+            Message::Reply {
+                id: 0,
+                reply: nanostar_protocol::console::Reply::Error(Error::Full(
+                    nanostar_protocol::console::Table::Clients
+                )),
+            }
+        )]
+    );
+    for stream in &mut newcomers {
+        stream.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).unwrap();
+        let frame = FrameDecoder::new([0u8; MAX_FRAME_LEN])
+            .decode(&mut &buf[..n])
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        assert!(matches!(Message::decode(&frame), Ok(Message::Welcome(_))));
+    }
+}
+
+#[test]
+fn silent_and_idle_connections_are_closed_and_waiting_ones_are_not() {
+    let mut f = Fixture::configured(
+        &["app"],
+        "uid.0 = \"full\"",
+        "hello_timeout_ms = 20\nidle_timeout_ms = 50",
+    );
+    let mut silent = f.silent(0);
+    let mut idle = f.connect(0);
+    let mut subscriber = f.connect(0);
+    assert!(
+        f.request(&mut subscriber, Request::Subscribe)
+            .contains("Ok")
+    );
+    let gone = |f: &Fixture, peer: &Peer| f.runtime.clients.get_ref(peer.token).is_none();
+    let until = |f: &mut Fixture, done: &dyn Fn(&Fixture) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done(f) {
+            assert!(std::time::Instant::now() < deadline, "not closed in 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            f.runtime.expire_clients();
+            f.runtime.clients.settle_all(&f.runtime.poll);
+        }
+    };
+    until(&mut f, &|f| gone(f, &silent) && gone(f, &idle));
+    let (closed, frames) = drain(&mut silent.stream);
+    assert!(closed, "{frames:?}");
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(
+        frames[0].contains(&violation(Violation::NoHello)),
+        "{frames:?}"
+    );
+    assert_eq!(drain(&mut idle.stream), (true, StdVec::new()));
+    // The subscriber waits for notifications: it stays, and is idle once it stops.
+    assert!(!gone(&f, &subscriber));
+    let next = f.runtime.clients.next_deadline(&f.runtime.config.limits);
+    assert!(next.is_none(), "{next:?}");
+    assert!(
+        f.request(&mut subscriber, Request::Unsubscribe)
+            .contains("Ok")
+    );
+    until(&mut f, &|f| gone(f, &subscriber));
 }
