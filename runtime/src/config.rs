@@ -7,7 +7,7 @@
 use core::fmt;
 
 use heapless::Vec;
-use nanostar_protocol::npk::manifest::{check_name, check_path};
+use nanostar_protocol::npk::manifest::{MAX_STOP_TIMEOUT_MS, check_name, check_path};
 use nanostar_protocol::permissions::{PERMISSION_NAMES, Permissions};
 
 use crate::limits::{MAX_CLIENTS, MAX_CONSOLE_RULES, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
@@ -18,6 +18,12 @@ pub const DEFAULT_MAX_INSTALL_SIZE: u64 = 64 << 20;
 pub const DEFAULT_MAX_CLIENTS: u16 = 8;
 /// Default time an install may stall between two chunks before it is aborted.
 pub const DEFAULT_INSTALL_TIMEOUT_MS: u32 = 10_000;
+/// Default longest stop timeout: a minute between SIGTERM and SIGKILL is room for any
+/// orderly exit, and no request or manifest can make a stop wait longer.
+pub const DEFAULT_MAX_STOP_TIMEOUT_MS: u32 = 60_000;
+/// Default time a shutdown gives the containers before it kills them: a board's
+/// power-off must not wait for an app that ignores SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u32 = 10_000;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +95,12 @@ pub struct Limits {
     pub max_clients: u16,
     /// An install with no chunk for this long is aborted.
     pub install_timeout_ms: u32,
+    /// The longest stop timeout: a `stop` asking for more is refused, a manifest's
+    /// `stop_timeout_ms` above it is cut to it.
+    pub max_stop_timeout_ms: u32,
+    /// A shutdown SIGKILLs every container still running this long after it began,
+    /// whatever stop timeouts are pending.
+    pub shutdown_timeout_ms: u32,
 }
 
 impl Config<'_> {
@@ -133,7 +145,8 @@ pub enum Problem {
 /// Keys of each part of the file, for the error that names an unknown one.
 const TOP_KEYS: &str =
     "run_dir, data_dir, socket, cgroup, console_device, data_device, data_mount, data_fstype";
-const LIMITS_KEYS: &str = "max_clients, install_timeout_ms";
+const LIMITS_KEYS: &str =
+    "max_clients, install_timeout_ms, max_stop_timeout_ms, shutdown_timeout_ms";
 const REPOSITORY_KEYS: &str = "dir, keys, max_install_size";
 const CONSOLE_KEYS: &str = "uid.N, gid.N";
 
@@ -303,6 +316,8 @@ pub fn parse(text: &str) -> Result<Config<'_>, ConfigError> {
         limits: Limits {
             max_clients: DEFAULT_MAX_CLIENTS,
             install_timeout_ms: DEFAULT_INSTALL_TIMEOUT_MS,
+            max_stop_timeout_ms: DEFAULT_MAX_STOP_TIMEOUT_MS,
+            shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
         },
     };
     // Which keys were seen, to refuse duplicates: top level and [limits].
@@ -389,6 +404,8 @@ fn key_in_limits(key: &str) -> &str {
     match key {
         "max_clients" => "limits.max_clients",
         "install_timeout_ms" => "limits.install_timeout_ms",
+        "max_stop_timeout_ms" => "limits.max_stop_timeout_ms",
+        "shutdown_timeout_ms" => "limits.shutdown_timeout_ms",
         other => other,
     }
 }
@@ -568,6 +585,17 @@ fn set_limit(
         }
         "install_timeout_ms" => {
             limits.install_timeout_ms = u32::try_from(n).ok().filter(|&n| n > 0).ok_or_else(bad)?
+        }
+        // Both bounded by what a manifest may ask for one stop (`MAX_STOP_TIMEOUT_MS`).
+        "max_stop_timeout_ms" | "shutdown_timeout_ms" => {
+            let ms = u32::try_from(n)
+                .ok()
+                .filter(|&n| (1..=MAX_STOP_TIMEOUT_MS).contains(&n))
+                .ok_or_else(bad)?;
+            match key {
+                "max_stop_timeout_ms" => limits.max_stop_timeout_ms = ms,
+                _ => limits.shutdown_timeout_ms = ms,
+            }
         }
         _ => return Err(at(line, Problem::UnknownKey(LIMITS_KEYS))),
     }
