@@ -7,7 +7,7 @@
 use core::fmt;
 
 use heapless::Vec;
-use nanostar_protocol::npk::manifest::{check_name, check_path};
+use nanostar_protocol::npk::manifest::{MAX_STOP_TIMEOUT_MS, check_name, check_path};
 use nanostar_protocol::permissions::{PERMISSION_NAMES, Permissions};
 
 use crate::limits::{MAX_CLIENTS, MAX_CONSOLE_RULES, MAX_REPOSITORIES, MAX_REPOSITORY_KEYS};
@@ -29,6 +29,12 @@ pub const MAX_HELLO_TIMEOUT_MS: u32 = 60_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u32 = 600_000;
 /// Longest `idle_timeout_ms`: a day.
 pub const MAX_IDLE_TIMEOUT_MS: u32 = 86_400_000;
+/// Default longest stop timeout: a minute between SIGTERM and SIGKILL is room for any
+/// orderly exit, and no request or manifest can make a stop wait longer.
+pub const DEFAULT_MAX_STOP_TIMEOUT_MS: u32 = 60_000;
+/// Default time a shutdown gives the containers before it kills them: a board's
+/// power-off must not wait for an app that ignores SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u32 = 10_000;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +112,12 @@ pub struct Limits {
     /// A client that has sent no request for this long, and waits for nothing it asked
     /// for (an install, a log it follows, notifications, a start or stop), is closed.
     pub idle_timeout_ms: u32,
+    /// The longest stop timeout: a `stop` asking for more is refused, a manifest's
+    /// `stop_timeout_ms` above it is cut to it.
+    pub max_stop_timeout_ms: u32,
+    /// A shutdown SIGKILLs every container still running this long after it began,
+    /// whatever stop timeouts are pending.
+    pub shutdown_timeout_ms: u32,
 }
 
 impl Config<'_> {
@@ -150,7 +162,8 @@ pub enum Problem {
 /// Keys of each part of the file, for the error that names an unknown one.
 const TOP_KEYS: &str =
     "run_dir, data_dir, socket, cgroup, console_device, data_device, data_mount, data_fstype";
-const LIMITS_KEYS: &str = "max_clients, install_timeout_ms, hello_timeout_ms, idle_timeout_ms";
+const LIMITS_KEYS: &str = "max_clients, install_timeout_ms, hello_timeout_ms, idle_timeout_ms, \
+    max_stop_timeout_ms, shutdown_timeout_ms";
 const REPOSITORY_KEYS: &str = "dir, keys, max_install_size";
 const CONSOLE_KEYS: &str = "uid.N, gid.N";
 
@@ -322,6 +335,8 @@ pub fn parse(text: &str) -> Result<Config<'_>, ConfigError> {
             install_timeout_ms: DEFAULT_INSTALL_TIMEOUT_MS,
             hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            max_stop_timeout_ms: DEFAULT_MAX_STOP_TIMEOUT_MS,
+            shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
         },
     };
     // Which keys were seen, to refuse duplicates: top level and [limits].
@@ -410,6 +425,8 @@ fn key_in_limits(key: &str) -> &str {
         "install_timeout_ms" => "limits.install_timeout_ms",
         "hello_timeout_ms" => "limits.hello_timeout_ms",
         "idle_timeout_ms" => "limits.idle_timeout_ms",
+        "max_stop_timeout_ms" => "limits.max_stop_timeout_ms",
+        "shutdown_timeout_ms" => "limits.shutdown_timeout_ms",
         other => other,
     }
 }
@@ -601,6 +618,17 @@ fn set_limit(
                 .ok()
                 .filter(|&n| (1..=MAX_IDLE_TIMEOUT_MS).contains(&n))
                 .ok_or_else(bad)?
+        }
+        // Both bounded by what a manifest may ask for one stop (`MAX_STOP_TIMEOUT_MS`).
+        "max_stop_timeout_ms" | "shutdown_timeout_ms" => {
+            let ms = u32::try_from(n)
+                .ok()
+                .filter(|&n| (1..=MAX_STOP_TIMEOUT_MS).contains(&n))
+                .ok_or_else(bad)?;
+            match key {
+                "max_stop_timeout_ms" => limits.max_stop_timeout_ms = ms,
+                _ => limits.shutdown_timeout_ms = ms,
+            }
         }
         _ => return Err(at(line, Problem::UnknownKey(LIMITS_KEYS))),
     }

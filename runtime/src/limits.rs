@@ -69,3 +69,11 @@ pub const KMSG_RECORD_LEN: usize = 512;
 /// Most words on the client's command line: room for a `start` with all `MAX_ARGS` (32)
 /// container arguments after `--`, some `--env` pairs and the global options.
 pub const MAX_WORDS: usize = 64;
+/// How long a shutdown still waits for containers after their SIGKILL (at the end of
+/// `shutdown_timeout_ms`) before it goes on without them: only a process stuck in the
+/// kernel (uninterruptible I/O) outlives a SIGKILL, and a board's power-off must not wait
+/// for one.
+pub const SHUTDOWN_KILL_GRACE_MS: u32 = 2_000;
+/// Bytes of `/proc/PID/status` read when looking for a container's app (SIGSTOP goes to
+/// the app itself): `PPid` and `NSpid` come in its first lines.
+pub const PROC_STATUS_READ_LEN: usize = 2048;

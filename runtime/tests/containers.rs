@@ -904,3 +904,188 @@ fn a_package_seccomp_filter_is_loaded_and_enforced() {
     assert_eq!(status, "Code(0)", "{log}");
     assert!(log.starts_with("stat /tmp/made "), "{log}");
 }
+
+/// The state letter of process `pid` (`/proc/PID/stat`: `S` sleeping, `T` stopped, ...).
+fn process_state(pid: &str) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.chars().next())
+        .unwrap_or('?')
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: &str) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .unwrap()
+        .to_string()
+}
+
+fn kill_request(name: &str, signal: u8) -> Request<'_> {
+    Request::Kill {
+        name,
+        version: None,
+        signal,
+    }
+}
+
+/// Starts `name` as an app that blocks SIGTERM (and pauses) and waits until it does.
+fn start_deaf(console: &mut Console, runtime: &str, name: &str) {
+    assert_eq!(console.start(name, &["block-term", "spawn", "pause"]), "Ok");
+    // The probe spawns after blocking SIGTERM.
+    wait_until("two probes", || probes_under(runtime).len() == 2);
+}
+
+#[test]
+fn kill_stop_stops_the_app_and_the_container_still_stops_and_reports() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    install_probe(&rt, "svc", "1.0.0", "stop_timeout_ms = 300\n");
+    let runtime = runtime_pid(&rt);
+    let mut console = rt.console();
+    assert_eq!(console.start("svc", &["pause"]), "Ok");
+    wait_until("the app", || probes_under(&runtime).len() == 1);
+    let app = probes_under(&runtime).remove(0);
+    let init = parent_of(&app);
+    assert_eq!(console.request(kill_request("svc", 19)), "Ok");
+    wait_until("the app to stop", || process_state(&app) == 'T');
+    // Init was not stopped: it still forwards, SIGCONT included.
+    assert_ne!(process_state(&init), 'T');
+    assert_eq!(console.request(kill_request("svc", 18)), "Ok");
+    wait_until("the app to go on", || process_state(&app) != 'T');
+    // A stopped app still stops: the stop's SIGTERM comes with a SIGCONT, so SIGTERM's
+    // default action ends it, and init reports it.
+    assert_eq!(console.request(kill_request("svc", 19)), "Ok");
+    wait_until("the app to stop", || process_state(&app) == 'T');
+    assert_eq!(console.stop("svc", None), "Stopped(Signal(15))");
+    wait_until("no probe left", || probes_under(&runtime).is_empty());
+    // One that blocks SIGTERM ends at the timeout's SIGKILL.
+    start_deaf(&mut console, &runtime, "svc");
+    // The app, not the child it spawned.
+    let probes = probes_under(&runtime);
+    let app = probes
+        .iter()
+        .find(|p| !probes.contains(&parent_of(p)))
+        .unwrap()
+        .clone();
+    assert_eq!(console.request(kill_request("svc", 19)), "Ok");
+    wait_until("the app to stop", || process_state(&app) == 'T');
+    assert_eq!(console.stop("svc", None), "Stopped(Signal(9))");
+    wait_until("no probe left", || probes_under(&runtime).is_empty());
+    // Without an app there is nothing to stop.
+    assert_eq!(
+        console.request(kill_request("svc", 19)),
+        "Error(NotRunning)"
+    );
+}
+
+#[test]
+fn stop_timeouts_are_bounded_and_a_shorter_stop_hastens_the_kill() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    // The bound as high as a manifest may go: the first stop below waits ten minutes.
+    let mut rt = Runtime::start_configured(|_| {}, "[limits]\nmax_stop_timeout_ms = 600000\n");
+    install_probe(&rt, "svc", "1.0.0", "stop_timeout_ms = 600000\n");
+    let runtime = runtime_pid(&rt);
+    let mut first = rt.console();
+    start_deaf(&mut first, &runtime, "svc");
+    // Above the bound: refused, and nothing stopped.
+    assert_eq!(first.stop("svc", Some(600_001)), "Error(InvalidArgument)");
+    let out = rt.cli(&["stop", "svc", "--timeout", "4294967295"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("max_stop_timeout_ms"), "{said}");
+    assert!(rt.ok(&["--json", "list"]).contains("\"running\""));
+    // A stop with the manifest's ten minutes, then one with 300 ms: the kill comes at the
+    // second one's deadline, and both stoppers hear how it ended.
+    let stop = |timeout_ms| Request::Stop {
+        name: "svc",
+        version: None,
+        timeout_ms,
+    };
+    first.send(&Message::Request {
+        id: 1000,
+        request: stop(None),
+    });
+    wait_until("the container to be stopping", || {
+        rt.ok(&["--json", "list"]).contains("\"stopping\"")
+    });
+    let mut second = rt.console();
+    assert_eq!(second.stop("svc", Some(300)), "Stopped(Signal(9))");
+    assert_eq!(first.reply(1000), "Stopped(Signal(9))");
+    wait_until("no probe left", || probes_under(&runtime).is_empty());
+    rt.stop();
+
+    // A manifest's stop_timeout_ms above the bound is cut to it.
+    let rt = Runtime::start_configured(|_| {}, "[limits]\nmax_stop_timeout_ms = 300\n");
+    install_probe(&rt, "svc", "1.0.0", "stop_timeout_ms = 600000\n");
+    let runtime = runtime_pid(&rt);
+    let mut console = rt.console();
+    start_deaf(&mut console, &runtime, "svc");
+    assert_eq!(console.stop("svc", Some(301)), "Error(InvalidArgument)");
+    assert_eq!(console.stop("svc", None), "Stopped(Signal(9))");
+}
+
+#[test]
+fn shutdown_kills_what_ignores_sigterm_at_its_deadline_and_still_serves_kill() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let mut rt = Runtime::start_configured(
+        |_| {},
+        "[limits]\nmax_stop_timeout_ms = 600000\nshutdown_timeout_ms = 500\n",
+    );
+    install_probe(&rt, "svc", "1.0.0", "stop_timeout_ms = 600000\n");
+    let runtime = runtime_pid(&rt);
+    let mut console = rt.console();
+    start_deaf(&mut console, &runtime, "svc");
+    // A stop with ten minutes pending, then the shutdown: its deadline wins.
+    console.send(&Message::Request {
+        id: 1000,
+        request: Request::Stop {
+            name: "svc",
+            version: None,
+            timeout_ms: Some(600_000),
+        },
+    });
+    wait_until("the container to be stopping", || {
+        rt.ok(&["--json", "list"]).contains("\"stopping\"")
+    });
+    assert_eq!(console.request(Request::Shutdown), "Ok");
+    // kill is served while shutting down (SIGWINCH: the probe ignores it).
+    assert_eq!(console.request(kill_request("svc", 28)), "Ok");
+    assert_eq!(console.reply(1000), "Stopped(Signal(9))");
+    // The runtime ends by itself, although its app ignores SIGTERM and both its stop
+    // timeouts are ten minutes.
+    let mut child = rt.child.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the shutdown did not complete");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(probes_under(&runtime).is_empty());
+    // Its last word to subscribers.
+    let mut last = String::new();
+    loop {
+        let message = console.answer();
+        if message.is_empty() {
+            break;
+        }
+        last = message;
+    }
+    assert_eq!(last, "Notification(ShuttingDown)");
+}

@@ -467,6 +467,20 @@ fn stop(
     let status = match c.reply(id)? {
         Reply::Stopped(status) => Some(status),
         Reply::Error(Error::NotRunning) if restart => None,
+        Reply::Error(e @ Error::InvalidArgument) => {
+            let (code, reason) = error_code(&e);
+            let ms = o.timeout_ms.unwrap_or(0);
+            report(
+                o.json,
+                code,
+                reason,
+                &format_args!(
+                    "{name}: the runtime refuses a stop timeout of {ms} ms: more than its \
+                     max_stop_timeout_ms (its configuration); nothing was stopped"
+                ),
+            );
+            return Ok(Some(REFUSED));
+        }
         reply => return Ok(Some(otherwise(o, &o.subject, &reply))),
     };
     match status {

@@ -511,6 +511,10 @@ fn check_config(path: &[u8]) -> u8 {
         cfg.limits.max_clients,
         cfg.limits.install_timeout_ms
     ));
+    say(format_args!(
+        "  stop timeouts at most {} ms, shutdown kills after {} ms",
+        cfg.limits.max_stop_timeout_ms, cfg.limits.shutdown_timeout_ms
+    ));
     if let Some(root) = cfg.cgroup {
         say(format_args!("  containers' cgroups under {root}"));
     }

@@ -40,6 +40,8 @@ fn parses_everything() {
             install_timeout_ms: 10_000,
             hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            max_stop_timeout_ms: DEFAULT_MAX_STOP_TIMEOUT_MS,
+            shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
         }
     );
     assert_eq!(c.repositories.len(), 2);
@@ -137,12 +139,44 @@ fn defaults() {
             install_timeout_ms: DEFAULT_INSTALL_TIMEOUT_MS,
             hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            max_stop_timeout_ms: DEFAULT_MAX_STOP_TIMEOUT_MS,
+            shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
         }
     );
     assert!(c.repositories.is_empty() && c.console.is_empty());
     assert_eq!(c.cgroup, None);
     assert_eq!((c.console_device, c.data_device), (None, None));
     assert_eq!((c.data_mount, c.data_fstype), ("/data", "ext4"));
+}
+
+#[test]
+fn stop_and_shutdown_timeouts_are_bounded_by_the_manifests_longest_stop() {
+    let with = |limits: &str| {
+        parse(&std::format!(
+            "run_dir = \"/r\"\ndata_dir = \"/d\"\nsocket = \"/s\"\n[limits]\n{limits}"
+        ))
+        .map(|c| c.limits)
+    };
+    let limits = with("max_stop_timeout_ms = 600_000\nshutdown_timeout_ms = 1\n").unwrap();
+    assert_eq!(
+        (limits.max_stop_timeout_ms, limits.shutdown_timeout_ms),
+        (MAX_STOP_TIMEOUT_MS, 1)
+    );
+    for (text, line) in [
+        ("max_stop_timeout_ms = 0\n", 5),
+        ("max_stop_timeout_ms = 600001\n", 5),
+        ("shutdown_timeout_ms = 4294967295\n", 5),
+        ("shutdown_timeout_ms = \"10s\"\n", 5),
+        ("shutdown_timeout_ms = 5\nshutdown_timeout_ms = 6\n", 6),
+    ] {
+        let e = with(text).unwrap_err();
+        assert_eq!(e.line, line, "`{text}`");
+        assert!(
+            matches!(e.problem, Problem::Value | Problem::Duplicate),
+            "`{text}`: {e}"
+        );
+        assert!(e.word.as_str().ends_with("timeout_ms"), "`{text}`: {e}");
+    }
 }
 
 /// Replaces line `n` (1-based) of GOOD and returns the error.

@@ -4,6 +4,8 @@
 //! reaps, forwards signals and reports how the app ended.
 //!
 //! - [`table`]: the containers the runtime knows, their logs, stops, restarts and timers.
+//! - [`app`]: a running container's app found from the runtime's side, for SIGSTOP,
+//!   which init cannot forward.
 //! - [`launch`]: the runtime's side of a start, up to the fork.
 //! - [`init`]: everything that runs on the container's side of the fork.
 //! - [`mounts`]: the manifest's mounts, made by init through descriptors.
@@ -14,6 +16,7 @@
 //! loop never blocks on a container and needs no parsing; the app, before its `execve`,
 //! through a second one that simply ends when the `execve` succeeds.
 
+pub mod app;
 pub mod cgroup;
 pub mod init;
 pub mod launch;

@@ -92,7 +92,7 @@ pub struct Container {
     pub uses: Vec<(String<MAX_NAME_LEN>, Version), MAX_MOUNTS>,
     /// It has a cgroup of its own.
     pub cgroup: bool,
-    /// The manifest's stop timeout.
+    /// The manifest's stop timeout, at most the configuration's `max_stop_timeout_ms`.
     pub stop_timeout_ms: u32,
     /// SIGKILL when this passes (while stopping).
     pub kill_at: Option<Timespec>,
@@ -118,17 +118,27 @@ impl Container {
         self.pidfd.is_some()
     }
 
-    /// SIGTERM to the container's init (which forwards it to the app); SIGKILL after
-    /// `timeout_ms` (see [`Table::due_kills`]).
-    pub fn begin_stop(&mut self, timeout_ms: u32) {
+    /// SIGTERM to the container's init (which forwards it to the app), once, and
+    /// SIGCONT after it: an app stopped by `kill NAME STOP` acts on a SIGTERM only once
+    /// it runs again (the kernel just queues it), so without SIGCONT a stopped app
+    /// would always wait for the SIGKILL. SIGKILL at `deadline` (see
+    /// [`Table::due_kills`]). A container already stopping keeps the
+    /// earlier of its deadline and this one: a later stop may hasten the kill, never
+    /// postpone it, so no stop can hold a container longer than the shortest one asked.
+    /// (Once the SIGKILL went out there is no deadline left, and a later stop arms
+    /// another: a second SIGKILL to a dying init does nothing.)
+    pub fn begin_stop(&mut self, deadline: Timespec) {
         self.stop_requested = true;
         self.restart_at = None;
         if self.state != ContainerState::Stopping {
             self.state = ContainerState::Stopping;
             if let Some(pidfd) = self.pidfd.as_ref() {
                 let _ = rustix::process::pidfd_send_signal(pidfd, Signal::TERM);
+                let _ = rustix::process::pidfd_send_signal(pidfd, Signal::CONT);
             }
-            self.kill_at = Some(after_ms(timeout_ms));
+            self.kill_at = Some(deadline);
+        } else {
+            self.kill_at = earliest(self.kill_at, Some(deadline));
         }
     }
 
@@ -249,6 +259,11 @@ impl Table {
         self.list.iter().any(Container::alive)
     }
 
+    /// The containers that still have a process.
+    pub fn alive(&self) -> impl Iterator<Item = &Container> {
+        self.list.iter().filter(|c| c.alive())
+    }
+
     /// Who uses the package `name` `version`: a live container of it, or one mounting it
     /// as a resource.
     pub fn user_of(&self, name: &str, version: &Version) -> Option<(&str, Version)> {
@@ -300,16 +315,22 @@ impl Table {
         }
     }
 
-    /// Stops every container (shutdown), each with its own timeout; none restarts.
-    pub fn stop_all(&mut self) {
+    /// Stops every container (shutdown), each with its own timeout but SIGKILL at
+    /// `kill_by` at the latest, also for those a stop request is stopping already; none
+    /// restarts.
+    pub fn stop_all(&mut self, kill_by: Timespec) {
         for c in self.list.iter_mut() {
             c.restart_at = None;
             if c.state == ContainerState::Restarting {
                 c.state = ContainerState::Stopped;
             }
-            if c.alive() && c.state != ContainerState::Stopping {
-                let timeout = c.stop_timeout_ms;
-                c.begin_stop(timeout);
+            if c.alive() {
+                let own = after_ms(c.stop_timeout_ms);
+                c.begin_stop(if is_before(&kill_by, &own) {
+                    kill_by
+                } else {
+                    own
+                });
             }
         }
     }
@@ -355,5 +376,112 @@ impl Table {
 impl Default for Table {
     fn default() -> Self {
         Table::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A container on `slot` as a start leaves it once the app runs, with the manifest's
+    /// timeout `stop_timeout_ms`; without an init (see `with_pidfd`).
+    fn running(slot: Slot, stop_timeout_ms: u32) -> Container {
+        Container {
+            slot,
+            name: String::try_from("app").unwrap(),
+            version: Version::new(1, 0, 0),
+            state: ContainerState::Running,
+            pid: 0,
+            pidfd: None,
+            status: None,
+            exec_report: None,
+            outputs: [None, None],
+            kmsg: [false; 2],
+            memory_events: None,
+            oom_kills: 0,
+            started: crate::time::now(),
+            reported: None,
+            failed: None,
+            last_exit: None,
+            uses: Vec::new(),
+            cgroup: false,
+            stop_timeout_ms,
+            kill_at: None,
+            restart_at: None,
+            starter: None,
+            stoppers: Vec::new(),
+            stop_requested: false,
+            restart: RestartPolicy::default(),
+            autostart: Autostart::None,
+            restarts: 0,
+        }
+    }
+
+    /// `c` with the pidfd of `child` as its init's: `alive()` needs one, and the stops
+    /// signal it.
+    fn with_pidfd(mut c: Container, child: &std::process::Child) -> Container {
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        c.pidfd =
+            Some(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap());
+        c
+    }
+
+    #[test]
+    fn a_later_stop_hastens_the_kill_and_never_postpones_it() {
+        let mut c = running(0, 5_000);
+        c.begin_stop(after_ms(600_000));
+        assert_eq!(c.state, ContainerState::Stopping);
+        let first = c.kill_at.unwrap();
+        // Shorter: the kill moves up.
+        let shorter = after_ms(200);
+        c.begin_stop(shorter);
+        assert_eq!(c.kill_at, Some(shorter));
+        assert!(is_before(&c.kill_at.unwrap(), &first));
+        // Longer: it stays.
+        c.begin_stop(after_ms(600_000));
+        assert_eq!(c.kill_at, Some(shorter));
+        assert!(c.stop_requested);
+    }
+
+    #[test]
+    fn shutdown_kills_by_its_deadline_whatever_stops_are_pending() {
+        // `sleep` stands in for inits: the table sends SIGTERM to a container it starts
+        // stopping, which ends them.
+        let mut children: std::vec::Vec<_> = (0..3)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("600")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut table = Table::new();
+        // Slot 0: being stopped by a request with a long timeout; slot 1: running with
+        // a long manifest timeout; slot 2: running with a short one.
+        for (slot, timeout) in [(0, 600_000), (1, 600_000), (2, 100)] {
+            let c = with_pidfd(running(slot, timeout), &children[slot]);
+            table.put(c);
+        }
+        table.at_mut(0).unwrap().begin_stop(after_ms(600_000));
+        let kill_by = after_ms(1_000);
+        table.stop_all(kill_by);
+        let kill_at = |t: &Table, slot| t.at(slot).unwrap().kill_at.unwrap();
+        assert_eq!(kill_at(&table, 0), kill_by);
+        assert_eq!(kill_at(&table, 1), kill_by);
+        assert!(is_before(&kill_at(&table, 2), &kill_by));
+        assert!(
+            table
+                .list
+                .iter()
+                .all(|c| c.state == ContainerState::Stopping)
+        );
+        assert_eq!(table.next_timer(), Some(kill_at(&table, 2)));
+        // Past the deadline every one of them is killed.
+        let later = after_ms(2_000);
+        assert_eq!(table.due_kills(&later).as_slice(), [0, 1, 2]);
+        for child in &mut children {
+            let status = child.wait().unwrap();
+            assert!(!status.success());
+        }
     }
 }

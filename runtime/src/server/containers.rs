@@ -15,6 +15,7 @@ use nanostar_protocol::version::Version;
 use rustix::event::epoll;
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 use rustix::process::Signal;
 
 use super::Runtime;
@@ -22,14 +23,14 @@ use super::clients::Clients;
 use super::dispatch::Answer;
 use super::errors::{Refusal, io_error, owned, setup};
 use super::poll::{self, Kind};
-use crate::container::cgroup;
 use crate::container::launch::{self, Prepared};
 use crate::container::table::{Container, LogReader, Waiter};
+use crate::container::{app, cgroup};
 use crate::errln;
 use crate::layout;
 use crate::limits::MAX_CONTAINERS;
 use crate::store::{Opened, Store};
-use crate::time::now;
+use crate::time::{after_ms, now};
 
 /// The arguments of a start.
 pub struct StartRequest<'r> {
@@ -235,7 +236,10 @@ impl<'c> Runtime<'c> {
             last_exit,
             uses,
             cgroup: cgroup_dir.is_some(),
-            stop_timeout_ms: manifest.stop_timeout_ms,
+            // The integrator's bound wins over the package's wish (docs/config.md).
+            stop_timeout_ms: manifest
+                .stop_timeout_ms
+                .min(self.config.limits.max_stop_timeout_ms),
             kill_at: None,
             restart_at: None,
             starter,
@@ -248,7 +252,10 @@ impl<'c> Runtime<'c> {
         Ok(())
     }
 
-    /// `stop`: SIGTERM now, SIGKILL at the timeout; the reply comes with the exit.
+    /// `stop`: SIGTERM now, SIGKILL at the timeout (or at an earlier stop's); the reply
+    /// comes with the exit, to every stopper. A timeout above `max_stop_timeout_ms` is
+    /// refused rather than cut: the client learns at once that its app would not get
+    /// the time it asked for (docs/protocol.md).
     #[inline(never)]
     pub(super) fn stop(
         &mut self,
@@ -256,6 +263,9 @@ impl<'c> Runtime<'c> {
         name: &str,
         timeout: Option<u32>,
     ) -> Answer<'static> {
+        if timeout.is_some_and(|ms| ms > self.config.limits.max_stop_timeout_ms) {
+            return Answer::Now(Reply::Error(Error::InvalidArgument));
+        }
         let table = &mut *self.containers.table;
         let Some(c) = table.slot_of(name).and_then(|slot| table.at_mut(slot)) else {
             return Answer::Now(Reply::Error(self.not_running(name)));
@@ -273,8 +283,7 @@ impl<'c> Runtime<'c> {
         if c.stoppers.push(waiter).is_err() {
             return Answer::Now(Reply::Error(Error::Full(TableName::Containers)));
         }
-        let timeout = timeout.unwrap_or(c.stop_timeout_ms);
-        c.begin_stop(timeout);
+        c.begin_stop(after_ms(timeout.unwrap_or(c.stop_timeout_ms)));
         Answer::Later
     }
 
@@ -287,8 +296,10 @@ impl<'c> Runtime<'c> {
         }
     }
 
-    /// `kill`: a signal to the container's app (through its init, which forwards it);
-    /// SIGKILL ends the whole container at once.
+    /// `kill`: a signal to the container's app, through its init, which forwards it;
+    /// SIGKILL ends the whole container at once. SIGSTOP goes to the app itself: init
+    /// can neither block nor forward it, and a stopped init would no longer reap,
+    /// forward or report (`container::app`).
     #[inline(never)]
     pub(super) fn kill(&mut self, name: &str, signal: u8) -> Answer<'static> {
         let Some(signal) = Signal::from_named_raw(i32::from(signal)) else {
@@ -302,8 +313,14 @@ impl<'c> Runtime<'c> {
         let Some(pidfd) = pidfd else {
             return Answer::Now(Reply::Error(self.not_running(name)));
         };
-        match rustix::process::pidfd_send_signal(pidfd, signal) {
+        let sent = match signal {
+            Signal::STOP => app::signal_app(pidfd, signal),
+            _ => rustix::process::pidfd_send_signal(pidfd, signal),
+        };
+        match sent {
             Ok(()) => Answer::Now(Reply::Ok),
+            // No app (not forked yet, or it just ended).
+            Err(Errno::SRCH) => Answer::Now(Reply::Error(Error::NotRunning)),
             Err(e) => Answer::Now(Reply::Error(io_error(e))),
         }
     }

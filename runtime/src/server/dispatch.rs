@@ -172,7 +172,9 @@ impl<'c> Runtime<'c> {
         if !permissions.contains(request.permission()) {
             return client.reply(id, Reply::Error(Error::PermissionDenied));
         }
-        if self.shutdown {
+        // A stop or a kill can only hasten what the shutdown does anyway.
+        let hastens = matches!(request, Request::Stop { .. } | Request::Kill { .. });
+        if self.shutdown && !hastens {
             return client.reply(id, Reply::Error(Error::ShuttingDown));
         }
         self.route(token, id, request);

@@ -51,7 +51,9 @@ use crate::container::Containers;
 use crate::container::cgroup;
 use crate::container::launch::Launcher;
 use crate::container::table::Table;
-use crate::limits::{LISTEN_BACKLOG, MAX_CLIENTS, POLL_EVENTS, SCRATCH_LEN};
+use crate::limits::{
+    LISTEN_BACKLOG, MAX_CLIENTS, POLL_EVENTS, SCRATCH_LEN, SHUTDOWN_KILL_GRACE_MS,
+};
 use crate::store::Store;
 use crate::store::repository::Packages;
 use crate::sys::once::TakeOnce;
@@ -161,8 +163,9 @@ pub struct Runtime<'c> {
     poll: Poll,
     /// A shutdown was asked for (signal, request, a critical container's end).
     shutdown: bool,
-    /// `stop_all` ran for the shutdown.
-    stopping_all: bool,
+    /// Once the shutdown stopped every container: when it stops waiting for them, a
+    /// grace after their SIGKILL at the end of `shutdown_timeout_ms`.
+    give_up_at: Option<Timespec>,
     /// The run directory's lock, held (`flock`) for the runtime's life.
     _lock: OwnedFd,
 }
@@ -193,9 +196,11 @@ pub fn run(config: &Config) -> Result<(), StartError> {
     );
     runtime.autostart();
     while !runtime.shutdown || runtime.containers.table.any_alive() {
-        if runtime.shutdown && !runtime.stopping_all {
-            runtime.stopping_all = true;
-            runtime.containers.table.stop_all();
+        if runtime.shutdown && runtime.give_up_at.is_none() {
+            runtime.stop_all();
+        }
+        if runtime.gave_up() {
+            break;
         }
         let mut events = [MaybeUninit::<epoll::Event>::uninit(); POLL_EVENTS];
         let timeout = runtime.next_timeout();
@@ -321,9 +326,42 @@ impl<'c> Runtime<'c> {
             },
             poll: Poll::new().map_err(StartError::Setup)?,
             shutdown: false,
-            stopping_all: false,
+            give_up_at: None,
             _lock: lock,
         })
+    }
+
+    /// The shutdown's stop of every container: each gets SIGTERM and its own stop
+    /// timeout, but SIGKILL at the end of `shutdown_timeout_ms` at the latest, whatever
+    /// stops are pending; after that the shutdown waits [`SHUTDOWN_KILL_GRACE_MS`] for
+    /// them, no longer.
+    fn stop_all(&mut self) {
+        let limits = &self.config.limits;
+        let kill_by = time::after_ms(limits.shutdown_timeout_ms);
+        self.containers.table.stop_all(kill_by);
+        let give_up = limits
+            .shutdown_timeout_ms
+            .saturating_add(SHUTDOWN_KILL_GRACE_MS);
+        self.give_up_at = Some(time::after_ms(give_up));
+    }
+
+    /// Whether the shutdown goes on without the containers that outlived their SIGKILL
+    /// (stuck in the kernel); says so.
+    fn gave_up(&self) -> bool {
+        let Some(at) = self.give_up_at else {
+            return false;
+        };
+        if !time::is_before(&at, &time::now()) {
+            return false;
+        }
+        for c in self.containers.table.alive() {
+            errln!(
+                "nanostar: {} (pid {}) did not end after SIGKILL; shutting down without it",
+                c.name,
+                c.pid
+            );
+        }
+        true
     }
 
     /// How long the loop may sleep: not at all while an install is being copied or a
@@ -341,7 +379,8 @@ impl<'c> Runtime<'c> {
             .filter_map(|c| c.upload.as_ref().map(|u| u.deadline))
             .fold(None, |a, b| time::earliest(a, Some(b)));
         let deadlines = time::earliest(deadlines, self.clients.next_deadline(&self.config.limits));
-        let earliest = time::earliest(deadlines, self.containers.table.next_timer())?;
+        let timers = time::earliest(self.containers.table.next_timer(), self.give_up_at);
+        let earliest = time::earliest(deadlines, timers)?;
         Some(time::until(&earliest))
     }
 

@@ -733,3 +733,58 @@ fn silent_and_idle_connections_are_closed_and_waiting_ones_are_not() {
     );
     until(&mut f, &|f| gone(f, &subscriber));
 }
+
+#[test]
+fn a_stop_timeout_above_the_configured_bound_is_refused_first() {
+    let mut f = Fixture::new(&["app"], "uid.0 = \"full\"");
+    let mut peer = f.connect(0);
+    let stop = |name, timeout_ms| Request::Stop {
+        name,
+        version: None,
+        timeout_ms: Some(timeout_ms),
+    };
+    let max = f.runtime.config.limits.max_stop_timeout_ms;
+    assert_eq!(max, config::DEFAULT_MAX_STOP_TIMEOUT_MS);
+    // The 49 days, and one above the bound: refused before any lookup.
+    for timeout in [u32::MAX, max + 1] {
+        let refused = f.request(&mut peer, stop("app", timeout));
+        assert!(refused.contains("InvalidArgument"), "{refused}");
+        let refused = f.request(&mut peer, stop("ghost", timeout));
+        assert!(refused.contains("InvalidArgument"), "{refused}");
+    }
+    let at_the_bound = f.request(&mut peer, stop("app", max));
+    assert!(at_the_bound.contains("NotRunning"), "{at_the_bound}");
+}
+
+#[test]
+fn a_shutdown_still_serves_stop_and_kill() {
+    let mut f = Fixture::new(&["app"], "uid.0 = \"full\"");
+    let mut peer = f.connect(0);
+    assert_eq!(
+        f.request(&mut peer, Request::Shutdown),
+        "Reply { id: 1, reply: Ok }"
+    );
+    // They reach their handlers (nothing runs here), where other requests are refused.
+    let kill = Request::Kill {
+        name: "app",
+        version: None,
+        signal: 19,
+    };
+    let killed = f.request(&mut peer, kill);
+    assert!(killed.contains("NotRunning"), "{killed}");
+    let stop = Request::Stop {
+        name: "app",
+        version: None,
+        timeout_ms: None,
+    };
+    let stopped = f.request(&mut peer, stop);
+    assert!(stopped.contains("NotRunning"), "{stopped}");
+    let start = Request::Start {
+        name: "app",
+        version: None,
+        args: None,
+        env: Vec::new(),
+    };
+    let refused = f.request(&mut peer, start);
+    assert!(refused.contains("ShuttingDown"), "{refused}");
+}
