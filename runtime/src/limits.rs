@@ -41,11 +41,11 @@ pub const LOG_READ_SLICE: usize = 4 * 1024;
 /// Room for the strings of one `execve`: init, arguments and environment (manifest,
 /// override and the runtime's own variables), each NUL-terminated.
 pub const EXEC_STRINGS_LEN: usize = 64 * 1024;
-/// Bytes a verification reads into its buffer: the header, the largest manifest and the
-/// largest seccomp program. Two such buffers are static: the store's, and the one a
-/// starting container's manifest is copied into.
-pub const SCRATCH_LEN: usize =
-    nanostar_protocol::npk::header::HEADER_LEN + MAX_MANIFEST_LEN + MAX_SECCOMP_INSTRUCTIONS * 8;
+/// Bytes a verification reads into its buffer: everything before the image (the header,
+/// the largest manifest and seccomp program, the padding after them, which is checked to
+/// be zero). Two such buffers are static: the store's, and the one a starting container's
+/// manifest is copied into.
+pub const SCRATCH_LEN: usize = nanostar_protocol::npk::header::MAX_IMAGE_OFFSET;
 /// Events taken per `epoll_wait`; more ready descriptors wait for the next turn.
 pub const POLL_EVENTS: usize = 16;
 /// Connections the kernel queues for the console socket before the loop accepts them.

@@ -328,7 +328,8 @@ fn notifications_follow_installs_mounts_and_shutdown() {
 
 impl Runtime {
     /// Packs `name` `version` for `arch` into `file` (in the test directory); returns its
-    /// path and bytes.
+    /// path and bytes. For `any` it is a resource (data only): an app gets a seccomp filter,
+    /// which is compiled for one architecture.
     fn package_for(
         &self,
         name: &str,
@@ -340,9 +341,13 @@ impl Runtime {
         let root = self.path(&format!("root-{name}-{version}"));
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("version.txt"), version).unwrap();
-        let toml = format!(
-            "name = \"{name}\"\nversion = \"{version}\"\ninit = \"/bin/x\"\nuid = 1000\ngid = 1000\n"
-        );
+        let init = if arch == nanostar_protocol::npk::Arch::Any {
+            ""
+        } else {
+            "init = \"/bin/x\"\n"
+        };
+        let toml =
+            format!("name = \"{name}\"\nversion = \"{version}\"\n{init}uid = 1000\ngid = 1000\n");
         let bytes = common::pack_toml(&toml, &root, key, Some(arch)).bytes;
         let path = self.path(file);
         std::fs::write(&path, &bytes).unwrap();

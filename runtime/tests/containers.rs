@@ -189,9 +189,9 @@ fn the_app_sees_its_own_isolated_world() {
         "eff=0000000000000000 prm=0000000000000000 inh=0000000000000000 bnd=0000000000000000 amb=0000000000000000"
     );
     assert_eq!(field(&report, "limit nofile"), "100 200");
-    // No `[seccomp]` table: no filter (`Seccomp:` 0 in /proc/self/status); see
-    // `a_package_seccomp_filter_is_loaded_and_enforced` for one with a filter.
-    assert_eq!(field(&report, "seccomp"), "0");
+    // No `[seccomp]` table: the default profile's filter (`Seccomp:` 2 in
+    // /proc/self/status); `a_package_seccomp_filter_is_loaded_and_enforced` has the others.
+    assert_eq!(field(&report, "seccomp"), "2");
     // The environment: the manifest's and the runtime's own, nothing of the runtime's.
     let env: Vec<&str> = report
         .lines()
@@ -884,6 +884,13 @@ fn a_package_seccomp_filter_is_loaded_and_enforced() {
         "1.0.0",
         "[seccomp]\nprofile = \"default\"\n[mounts.\"/tmp\"]\ntype = \"tmpfs\"\nsize = \"64K\"\n",
     );
+    // No filter only when chosen.
+    install_probe(
+        &rt,
+        "free",
+        "1.0.0",
+        "[seccomp]\nprofile = \"unconfined\"\n[mounts.\"/proc\"]\ntype = \"proc\"\n",
+    );
     let mut console = rt.console();
     // The filter is in place (mode 2) ...
     let (status, log) = console.run("narrow", &["cat", "/proc/self/status"]);
@@ -903,6 +910,13 @@ fn a_package_seccomp_filter_is_loaded_and_enforced() {
     let (status, log) = console.run("wide", &["mkdir", "/tmp/made", "stat", "/tmp/made"]);
     assert_eq!(status, "Code(0)", "{log}");
     assert!(log.starts_with("stat /tmp/made "), "{log}");
+    let (status, log) = console.run("free", &["cat", "/proc/self/status"]);
+    assert_eq!(status, "Code(0)", "{log}");
+    let mode = log
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(str::trim);
+    assert_eq!(mode, Some("0"), "{log}");
 }
 
 /// The state letter of process `pid` (`/proc/PID/stat`: `S` sleeping, `T` stopped, ...).

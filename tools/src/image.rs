@@ -40,10 +40,24 @@ pub struct ImageSpec<'a> {
     pub uid: u32,
     /// Group of every entry in the image (the manifest's gid).
     pub gid: u32,
-    /// Absolute paths (e.g. "/data", "/lib/foo") that must exist as directories in the
-    /// image because the manifest mounts something there: the image is read-only, so the
-    /// runtime cannot create them. Created (with parents, mode 0755) if the root lacks them.
-    pub mount_points: &'a [&'a str],
+    /// Where the manifest mounts something (e.g. "/data", "/lib/foo"): these must exist in
+    /// the image, since it is read-only and the runtime cannot create them. Created as
+    /// directories (with parents, mode 0755) if the root lacks them.
+    pub mount_points: &'a [MountPoint<'a>],
+}
+
+/// One mount target of the manifest, as the image must hold it. The runtime opens each
+/// target inside the image without following any symlink and refuses the start if one is
+/// in the way, so the packer refuses the same roots: every component must be a real
+/// directory (or missing, then it is created), and the target itself a directory, or a
+/// regular file where a file may be mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountPoint<'a> {
+    /// Absolute path inside the container.
+    pub target: &'a str,
+    /// `true` for a bind mount, whose host path may be a file: a regular file at the target
+    /// is kept (a missing target is still made a directory).
+    pub file_allowed: bool,
 }
 
 /// Counts of what [`unpack_image`] wrote, for the user's summary.
@@ -75,9 +89,27 @@ pub enum ImageError {
         /// Its type, in words.
         kind: &'static str,
     },
-    /// A mount point exists in the root but is not a directory (symlinks are not followed,
-    /// they could point anywhere on the device).
-    MountPointNotDir(PathBuf),
+    /// A mount target, or a directory on its way, is a symlink in the root. The runtime
+    /// follows no symlink to a mount target (one could point out of the container's root
+    /// before `pivot_root`), so it would refuse to start the package.
+    MountThroughSymlink {
+        /// The manifest's mount target.
+        target: String,
+        /// The symlink, as a path inside the container.
+        link: String,
+        /// What the symlink points to.
+        to: PathBuf,
+    },
+    /// A mount target, or a directory on its way, exists in the root but is not a
+    /// directory (nor, at a bind mount's target, a regular file).
+    MountPointNotDir {
+        /// The manifest's mount target.
+        target: String,
+        /// The entry in the way, as a path inside the container.
+        at: String,
+        /// Its type, in words.
+        kind: &'static str,
+    },
     /// A mount point that is not an absolute path of plain names.
     BadMountPoint(PathBuf),
     /// Reading or writing a file failed.
@@ -125,11 +157,27 @@ impl fmt::Display for ImageError {
                 "{}: {kind}s cannot go in a package; remove it from the root (the runtime provides /dev)",
                 path.display()
             ),
-            ImageError::MountPointNotDir(p) => write!(
+            ImageError::MountThroughSymlink { target, link, to } => write!(
                 f,
-                "{}: the manifest mounts something here, but in the root it is not a directory \
-                 (symlinks are not followed); remove it or change the mount",
-                p.display()
+                "mount target {target} passes through the symlink {link} -> {} in the package \
+                 root; mount at the real path instead (the runtime follows no symlink to a \
+                 mount target)",
+                to.display()
+            ),
+            ImageError::MountPointNotDir { target, at, kind } if target == at => write!(
+                f,
+                "mount target {target} is a {kind} in the package root, not a directory{}; \
+                 remove it or change the mount",
+                if *kind == "regular file" {
+                    " (only a bind mount may be mounted on a file)"
+                } else {
+                    ""
+                }
+            ),
+            ImageError::MountPointNotDir { target, at, kind } => write!(
+                f,
+                "mount target {target} lies below {at}, which is a {kind} in the package root, \
+                 not a directory; remove it or change the mount"
             ),
             ImageError::BadMountPoint(p) => write!(
                 f,
@@ -316,6 +364,10 @@ impl Read for LazyFile<'_> {
 /// is [`total_file_bytes`] of the root.
 pub fn build_image(spec: &ImageSpec, progress: &mut dyn FnMut(u64)) -> Result<Vec<u8>, ImageError> {
     let root_meta = root_dir(spec.root)?;
+    // Before any file is read: a root the runtime would refuse to start fails fast.
+    for mount_point in spec.mount_points {
+        check_mount_point(spec.root, mount_point)?;
+    }
     let progress = Progress {
         done: Cell::new(0),
         report: RefCell::new(progress),
@@ -428,22 +480,18 @@ fn unsupported(path: PathBuf, ft: fs::FileType) -> ImageError {
     ImageError::Unsupported { path, kind }
 }
 
-/// Creates the directories the manifest mounts on that the root lacks. Returns how many.
+/// Creates the directories the manifest mounts on that the root lacks (checked by
+/// [`check_mount_point`] first). Returns how many were made.
 fn add_mount_points(w: &mut FilesystemWriter, spec: &ImageSpec) -> Result<u64, ImageError> {
     let mut created = 0;
     for mount_point in spec.mount_points {
-        let Some(relative) = mount_point.strip_prefix('/') else {
-            return Err(ImageError::BadMountPoint(PathBuf::from(mount_point)));
-        };
+        let relative = mount_point.target.trim_start_matches('/');
         let mut source = spec.root.to_path_buf();
         let mut image = PathBuf::from("/");
         for name in relative.split('/').filter(|n| !n.is_empty()) {
-            if name == "." || name == ".." {
-                return Err(ImageError::BadMountPoint(PathBuf::from(mount_point)));
-            }
             source.push(name);
             image.push(name);
-            if needs_dir(&source)? {
+            if fs::symlink_metadata(&source).is_err() {
                 created += push_mount_dir(w, spec, &image)?;
             }
         }
@@ -451,17 +499,68 @@ fn add_mount_points(w: &mut FilesystemWriter, spec: &ImageSpec) -> Result<u64, I
     Ok(created)
 }
 
-/// Whether the image needs a directory made at `source`'s place: false if the root has
-/// one there, an error if the root has something else.
-fn needs_dir(source: &Path) -> Result<bool, ImageError> {
-    match fs::symlink_metadata(source) {
-        Ok(meta) if meta.is_dir() => Ok(false),
-        Ok(_) => Err(ImageError::MountPointNotDir(source.to_path_buf())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(ImageError::Io {
-            path: source.to_path_buf(),
-            source: e,
-        }),
+/// Checks one mount target against the root as the runtime will resolve it inside the
+/// image: component by component, following no symlink (absolute or relative, wherever
+/// it points), each a real directory or missing; the target itself a directory, a regular
+/// file if `file_allowed`, or missing.
+pub fn check_mount_point(root: &Path, mount_point: &MountPoint) -> Result<(), ImageError> {
+    let target = mount_point.target;
+    let bad = || ImageError::BadMountPoint(PathBuf::from(target));
+    let relative = target.strip_prefix('/').ok_or_else(bad)?;
+    let mut source = root.to_path_buf();
+    let mut inside = String::new();
+    let names: Vec<&str> = relative.split('/').filter(|n| !n.is_empty()).collect();
+    for (i, name) in names.iter().enumerate() {
+        if *name == "." || *name == ".." {
+            return Err(bad());
+        }
+        source.push(name);
+        inside.push('/');
+        inside.push_str(name);
+        let meta = match fs::symlink_metadata(&source) {
+            Ok(meta) => meta,
+            // Missing: made as a directory, and so is everything below it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&source)(e)),
+        };
+        let ft = meta.file_type();
+        let last = i + 1 == names.len();
+        if ft.is_symlink() {
+            let to = fs::read_link(&source).map_err(io_err(&source))?;
+            return Err(ImageError::MountThroughSymlink {
+                target: target.to_string(),
+                link: inside,
+                to,
+            });
+        }
+        if ft.is_dir() || (last && ft.is_file() && mount_point.file_allowed) {
+            continue;
+        }
+        return Err(ImageError::MountPointNotDir {
+            target: target.to_string(),
+            at: inside,
+            kind: file_kind(ft),
+        });
+    }
+    Ok(())
+}
+
+/// A file type in words, for errors.
+fn file_kind(ft: fs::FileType) -> &'static str {
+    if ft.is_file() {
+        "regular file"
+    } else if ft.is_dir() {
+        "directory"
+    } else if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else {
+        "device node"
     }
 }
 
@@ -634,11 +733,27 @@ mod tests {
     const GID: u32 = 1001;
 
     fn build(root: &Path, mount_points: &[&str]) -> Result<Vec<u8>, ImageError> {
+        build_with(root, mount_points, false)
+    }
+
+    /// Builds with `mount_points`, each allowed to be a file if `file_allowed` (a bind).
+    fn build_with(
+        root: &Path,
+        mount_points: &[&str],
+        file_allowed: bool,
+    ) -> Result<Vec<u8>, ImageError> {
+        let mount_points: Vec<MountPoint> = mount_points
+            .iter()
+            .map(|target| MountPoint {
+                target,
+                file_allowed,
+            })
+            .collect();
         let spec = ImageSpec {
             root,
             uid: UID,
             gid: GID,
-            mount_points,
+            mount_points: &mount_points,
         };
         build_image(&spec, &mut |_| {})
     }
@@ -950,20 +1065,24 @@ mod tests {
             0o700
         );
         assert!(dest.join("a/b/c/big.bin").is_file());
-        match build(tree.path(), &["/secret"]) {
-            Err(ImageError::MountPointNotDir(p)) => assert_eq!(p, tree.path().join("secret")),
-            other => panic!("{:?}", other.map(|i| i.len())),
-        }
-        match build(tree.path(), &["/secret/below"]) {
-            Err(e @ ImageError::MountPointNotDir(_)) => {
-                assert!(e.to_string().contains("secret: the manifest mounts"), "{e}")
-            }
-            other => panic!("{:?}", other.map(|i| i.len())),
-        }
+        let e = build(tree.path(), &["/secret"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "mount target /secret is a regular file in the package root, not a directory \
+             (only a bind mount may be mounted on a file); remove it or change the mount"
+        );
+        // A bind mount may have a file there (its host path may be a file), not below it.
+        assert!(build_with(tree.path(), &["/secret"], true).is_ok());
+        let e = build_with(tree.path(), &["/secret/below"], true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "mount target /secret/below lies below /secret, which is a regular file in the \
+             package root, not a directory; remove it or change the mount"
+        );
         // A symlink in the way is not followed.
         assert!(matches!(
             build(tree.path(), &["/link"]),
-            Err(ImageError::MountPointNotDir(_))
+            Err(ImageError::MountThroughSymlink { .. })
         ));
         for bad in ["data", "/a/../etc", "/./x"] {
             assert!(
@@ -974,6 +1093,51 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_mount_target_through_a_symlink_is_refused_with_the_link_named() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::create_dir_all(r.join("usr/lib")).unwrap();
+        symlink("/etc", r.join("data")).unwrap();
+        symlink("../../..", r.join("usr/lib/up")).unwrap();
+        symlink("usr", r.join("opt")).unwrap();
+        for (target, link, to) in [
+            ("/data", "/data", "/etc"),
+            ("/usr/lib/up", "/usr/lib/up", "../../.."),
+            ("/usr/lib/up/etc", "/usr/lib/up", "../../.."),
+            // A link that stays inside the root is refused too: the runtime follows none.
+            ("/opt/lib", "/opt", "usr"),
+        ] {
+            for file_allowed in [false, true] {
+                let e = build_with(r, &[target], file_allowed).unwrap_err();
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "mount target {target} passes through the symlink {link} -> {to} in \
+                         the package root; mount at the real path instead (the runtime follows \
+                         no symlink to a mount target)"
+                    )
+                );
+            }
+        }
+        // The real paths are fine, and a missing part is made.
+        assert!(build(r, &["/etc", "/usr/lib/new/dir"]).is_ok());
+        let fifo = r.join("etc/pipe");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let e = build_with(r, &["/etc/pipe"], true).unwrap_err();
+        assert!(
+            matches!(&e, ImageError::MountPointNotDir { kind: "FIFO", .. }),
+            "{e}"
+        );
     }
 
     #[test]

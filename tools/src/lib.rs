@@ -1,6 +1,7 @@
 //! Host tools for nanostar: the library behind the `npk` and `nanostar-board` commands.
 //!
 //! - [`manifest`]: the TOML manifest, lowered to the protocol's and validated.
+//! - [`containment`]: the capabilities `npk pack` refuses unless allowed by name.
 //! - [`image`]: the squashfs image of a package root, built in pure Rust.
 //! - [`seccomp`]: the seccomp policy compiled to classic BPF for the package's architecture.
 //! - [`verity`]: the dm-verity hash tree.
@@ -18,6 +19,7 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 
 pub mod board;
+pub mod containment;
 pub mod elf;
 pub mod image;
 pub mod initramfs;

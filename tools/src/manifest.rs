@@ -228,6 +228,7 @@ fn default_profile() -> ProfileFile {
 enum ProfileFile {
     None,
     Default,
+    Unconfined,
 }
 
 /// `name = "any"`, `name = { index, values, mask }`, or a list of such tables.
@@ -599,6 +600,7 @@ fn lower_seccomp(s: &SeccompFile) -> Result<Seccomp<'_>> {
     let profile = match s.profile {
         ProfileFile::None => SeccompProfile::None,
         ProfileFile::Default => SeccompProfile::Default,
+        ProfileFile::Unconfined => SeccompProfile::Unconfined,
     };
     let mut allow = BVec::new();
     for (name, rule) in &s.allow {
@@ -767,6 +769,11 @@ fn problem_text(field: Field, problem: Problem) -> String {
              cpu_max.period_us is 1000..=1000000 and quota_us >= 1000; cpu_weight is 1..=10000"
             .into(),
         (Field::Rlimit(_), Problem::Range) => "soft must be set and not above hard".into(),
+        (Field::Seccomp(None), Problem::Flag) => {
+            "profile \"unconfined\" means no filter at all, so it takes no allow list; remove \
+             [seccomp.allow] or use profile \"default\" or \"none\""
+                .into()
+        }
         (Field::Seccomp(_), Problem::Range) => "argument index must be 0..=5".into(),
         (Field::Seccomp(_), Problem::Empty) => "an argument rule needs values, a mask, or both".into(),
         (Field::Seccomp(_), Problem::Duplicate) => "the same rule is listed twice".into(),

@@ -9,15 +9,15 @@ use nanostar_protocol::limits::MAX_MANIFEST_LEN;
 use nanostar_protocol::npk::header::{
     HASH_SHA256, HEADER_LEN, SALT_FIELD_LEN, VERITY_HASH_TYPE, sha256,
 };
-use nanostar_protocol::npk::manifest::{Manifest, SeccompProfile};
+use nanostar_protocol::npk::manifest::{Manifest, MountKind, SeccompProfile};
 use nanostar_protocol::npk::seccomp::Program;
 use nanostar_protocol::npk::verity::{BLOCK_SIZE, DIGEST_LEN, hash_block};
 use nanostar_protocol::npk::{
-    Arch, ContentError, HeaderError, HeaderFields, KeyId, PublicKey, UnverifiedHeader,
+    Arch, ContentError, Contents, HeaderError, HeaderFields, KeyId, PublicKey, UnverifiedHeader,
     VerifiedHeader, VerityParams,
 };
 
-use crate::image::{self, ImageSpec};
+use crate::image::{self, ImageSpec, MountPoint};
 use crate::manifest::{Explained, SourceManifest};
 use crate::seccomp;
 use crate::verity;
@@ -64,7 +64,14 @@ pub fn pack(input: &PackInput, progress: &mut dyn FnMut(u64)) -> Result<Packed> 
         None => detect_arch(&manifest, input.root)?,
     };
     let seccomp = compile_seccomp(&manifest, arch)?;
-    let mount_points: Vec<&str> = manifest.mounts.iter().map(|m| m.target).collect();
+    let mount_points: Vec<MountPoint> = manifest
+        .mounts
+        .iter()
+        .map(|m| MountPoint {
+            target: m.target,
+            file_allowed: matches!(m.kind, MountKind::Bind { .. }),
+        })
+        .collect();
     let spec = ImageSpec {
         root: input.root,
         uid: manifest.uid,
@@ -120,19 +127,34 @@ pub fn pack(input: &PackInput, progress: &mut dyn FnMut(u64)) -> Result<Packed> 
     Ok(Packed { bytes, header })
 }
 
+/// The package's seccomp program: none for a resource or an explicit `unconfined`,
+/// otherwise the policy compiled, and the default profile when the manifest has no
+/// `[seccomp]` table (so no app goes without a filter by leaving the table out).
 fn compile_seccomp(manifest: &Manifest, arch: Arch) -> Result<Vec<u8>> {
-    let Some(policy) = &manifest.seccomp else {
+    if !manifest.wants_seccomp_program() {
         return Ok(Vec::new());
-    };
-    if arch == Arch::Any {
-        bail!("seccomp: a package for any architecture cannot carry a seccomp filter; pass --arch");
     }
-    let profile = match policy.profile {
-        SeccompProfile::None => seccomp::Profile::None,
-        SeccompProfile::Default => seccomp::Profile::Default,
+    if arch == Arch::Any {
+        bail!(
+            "seccomp: a package for any architecture cannot carry a seccomp filter, and an app \
+             gets the default profile unless its manifest says otherwise; pass --arch, or choose \
+             no filter with [seccomp] profile = \"unconfined\""
+        );
+    }
+    let (profile, allow) = match &manifest.seccomp {
+        None => (seccomp::Profile::Default, &[][..]),
+        Some(policy) => (
+            match policy.profile {
+                SeccompProfile::None => seccomp::Profile::None,
+                SeccompProfile::Default => seccomp::Profile::Default,
+                SeccompProfile::Unconfined => {
+                    bail!("internal error: an unconfined package gets no program")
+                }
+            },
+            &policy.allow[..],
+        ),
     };
-    let rules: Vec<seccomp::Rule> = policy
-        .allow
+    let rules: Vec<seccomp::Rule> = allow
         .iter()
         .map(|r| seccomp::Rule {
             name: r.name,
@@ -163,7 +185,8 @@ pub enum Broken {
     Signature(HeaderError),
     /// The manifest does not match its signed digest or does not decode.
     Manifest(ContentError),
-    /// The seccomp program does not match its signed digest.
+    /// The seccomp program does not match its signed digest, or is missing or present
+    /// against the manifest's choice.
     Seccomp(ContentError),
     /// Bytes between the seccomp program and the image are not zero.
     Padding,
@@ -223,12 +246,25 @@ impl fmt::Display for Broken {
             Broken::Manifest(_) => {
                 f.write_str("the manifest does not match its signed digest: the file was altered")
             }
+            Broken::Seccomp(ContentError::SeccompMissing) => f.write_str(
+                "the package carries no seccomp program, but its manifest does not choose \
+                 `profile = \"unconfined\"`: the device refuses it (packed by an npk from before \
+                 filters were the default? pack it again)",
+            ),
+            Broken::Seccomp(ContentError::SeccompUnexpected) => f.write_str(
+                "the package carries a seccomp program, but its manifest chose no filter \
+                 (`unconfined`) or it is a resource: the file was not made by npk",
+            ),
+            Broken::Seccomp(ContentError::Seccomp(_)) => f.write_str(
+                "the seccomp program is not a whole number of instructions within the kernel's limit",
+            ),
             Broken::Seccomp(_) => f.write_str(
                 "the seccomp program does not match its signed digest: the file was altered",
             ),
-            Broken::Padding => {
-                f.write_str("the padding before the image is not zero: the file was altered")
-            }
+            Broken::Padding => f.write_str(
+                "the bytes between the seccomp program and the image are not zero (no digest \
+                 covers them, so they must be): the file was altered",
+            ),
             Broken::Image(block) => write!(
                 f,
                 "image block {block} does not match the hash tree: the image was altered"
@@ -300,21 +336,19 @@ pub fn open<'b>(bytes: &'b [u8], keys: Option<&[PublicKey]>) -> Result<Opened<'b
     header
         .check_file_len(bytes.len() as u64)
         .map_err(Broken::Header)?;
-    let manifest_start = HEADER_LEN;
-    let seccomp_start = header.seccomp_offset() as usize;
-    let seccomp_end = seccomp_start + header.seccomp_len as usize;
-    let manifest = header
-        .manifest(&bytes[manifest_start..seccomp_start])
-        .map_err(Broken::Manifest)?;
-    let seccomp = header
-        .seccomp(&bytes[seccomp_start..seccomp_end])
-        .map_err(Broken::Seccomp)?;
-    if bytes[seccomp_end..header.image_offset as usize]
-        .iter()
-        .any(|&b| b != 0)
-    {
-        return Err(Broken::Padding);
-    }
+    // The same check of everything before the image as the device's.
+    let Contents { manifest, seccomp } = header
+        .contents(&bytes[HEADER_LEN..header.image_offset as usize])
+        .map_err(|e| match e {
+            ContentError::Length | ContentError::ManifestDigest | ContentError::Manifest(_) => {
+                Broken::Manifest(e)
+            }
+            ContentError::Padding => Broken::Padding,
+            ContentError::SeccompDigest
+            | ContentError::Seccomp(_)
+            | ContentError::SeccompMissing
+            | ContentError::SeccompUnexpected => Broken::Seccomp(e),
+        })?;
     Ok(Opened {
         bytes,
         header,

@@ -80,6 +80,63 @@ pub fn pack_toml(
     .unwrap()
 }
 
+/// A package made by hand, as a packer other than `npk` could make it: `npk`'s bytes with
+/// the manifest changed by `change` and the seccomp program replaced by `seccomp`, the
+/// header's digests, lengths and offsets made to match and signed again with `key`; the
+/// image and hash tree are kept. `padding` is written into the first byte after the
+/// program (0 leaves the padding as the format wants it).
+pub fn repack(
+    npk: &[u8],
+    change: impl FnOnce(&mut nanostar_protocol::npk::Manifest),
+    seccomp: &[u8],
+    padding: u8,
+    key: Option<&ed25519_compact::KeyPair>,
+) -> Vec<u8> {
+    use nanostar_protocol::limits::MAX_MANIFEST_LEN;
+    use nanostar_protocol::npk::header::{HEADER_LEN, sha256};
+    use nanostar_protocol::npk::{HeaderFields, Manifest, UnverifiedHeader};
+    let old = *UnverifiedHeader::new(npk)
+        .unwrap()
+        .accept_unsigned()
+        .unwrap();
+    let mut manifest = Manifest::decode(&npk[HEADER_LEN..][..old.manifest_len as usize]).unwrap();
+    change(&mut manifest);
+    let mut buf = vec![0u8; MAX_MANIFEST_LEN];
+    let manifest = manifest.encode(&mut buf).unwrap();
+    let mut h = old;
+    h.manifest_len = manifest.len() as u32;
+    h.manifest_sha256 = sha256(manifest);
+    h.seccomp_len = seccomp.len() as u32;
+    h.seccomp_sha256 = sha256(seccomp);
+    h.image_offset = HeaderFields::image_offset_for(h.manifest_len, h.seccomp_len);
+    h.verity.hash_offset = h.image_offset + h.image_size;
+    let signature = key.map(|pair| {
+        let sig = pair.sk.sign(h.encode_signed(), None);
+        (nanostar_protocol::npk::PublicKey(*pair.pk).id(), *sig)
+    });
+    let mut bytes = h.encode(signature).to_vec();
+    bytes.extend_from_slice(manifest);
+    bytes.extend_from_slice(seccomp);
+    assert!(
+        padding == 0 || bytes.len() < h.image_offset as usize,
+        "no padding to change"
+    );
+    bytes.push(padding);
+    bytes.resize(h.image_offset as usize, 0);
+    bytes.extend_from_slice(&npk[old.image_offset as usize..]);
+    bytes
+}
+
+/// The seccomp program of an NPK (`npk`'s bytes).
+pub fn seccomp_of(npk: &[u8]) -> Vec<u8> {
+    use nanostar_protocol::npk::UnverifiedHeader;
+    let h = *UnverifiedHeader::new(npk)
+        .unwrap()
+        .accept_unsigned()
+        .unwrap();
+    npk[h.seccomp_offset() as usize..][..h.seccomp_len as usize].to_vec()
+}
+
 /// The id of a key, as the runtime names it (`UnknownKey`, `Inspect`'s `key`).
 pub fn key_id(pair: &ed25519_compact::KeyPair) -> [u8; 8] {
     nanostar_protocol::npk::PublicKey(*pair.pk).id().0

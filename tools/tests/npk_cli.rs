@@ -842,3 +842,201 @@ fn no_root_check_packs_a_broken_root_with_a_warning() {
     assert_eq!(code, 0, "{msg}");
     assert!(!msg.contains("warning"), "{msg}");
 }
+
+/// The fixture's manifest with its `[seccomp]` table replaced by `seccomp` (TOML).
+fn with_seccomp(seccomp: &str) -> String {
+    let at = MANIFEST.find("[seccomp]").unwrap();
+    format!("{}{seccomp}", &MANIFEST[..at])
+}
+
+#[test]
+fn seccomp_is_the_default_and_no_filter_is_an_explicit_choice() {
+    let f = Fixture::new();
+    // No `[seccomp]` table: the default profile, compiled like `profile = "default"`.
+    fs::write(f.path("manifest.toml"), with_seccomp("")).unwrap();
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 0, "{msg}");
+    let default = fs::read(f.path("x.npk")).unwrap();
+    let info = f.inspect(&f.path("x.npk"));
+    assert!(u64_of(&info, "seccomp_instructions") > 100, "{info}");
+    assert_eq!(info["seccomp_profile"], "default");
+    let human = npk_ok(&["inspect", &f.s("x.npk")]);
+    assert!(
+        human.contains("seccomp:      the default profile (no [seccomp] table): "),
+        "{human}"
+    );
+    fs::write(
+        f.path("manifest.toml"),
+        with_seccomp("[seccomp]\nprofile = \"default\"\n"),
+    )
+    .unwrap();
+    f.pack_result(&[]);
+    assert_eq!(
+        nanostar_tools::testing::seccomp_of(&fs::read(f.path("x.npk")).unwrap()),
+        nanostar_tools::testing::seccomp_of(&default)
+    );
+    // No filter only when the manifest says so; the package then carries none.
+    fs::write(
+        f.path("manifest.toml"),
+        with_seccomp("[seccomp]\nprofile = \"unconfined\"\n"),
+    )
+    .unwrap();
+    let (code, msg) = f.pack_result(&["--key", &f.s("dev.key")]);
+    assert_eq!(code, 0, "{msg}");
+    let info = f.inspect(&f.path("x.npk"));
+    assert_eq!(u64_of(&info, "seccomp_instructions"), 0);
+    assert_eq!(info["seccomp_profile"], "unconfined");
+    let human = npk_ok(&["inspect", &f.s("x.npk")]);
+    assert!(
+        human.contains("seccomp:      NO FILTER: the manifest chose profile \"unconfined\"\n"),
+        "{human}"
+    );
+    npk_ok(&["verify", &f.s("x.npk"), "--key", &f.s("dev.pub")]);
+    // Unconfined takes no allow list.
+    fs::write(
+        f.path("manifest.toml"),
+        with_seccomp("[seccomp]\nprofile = \"unconfined\"\n[seccomp.allow]\nbpf = \"any\"\n"),
+    )
+    .unwrap();
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 1, "{msg}");
+    assert!(
+        msg.contains("seccomp: profile \"unconfined\" means no filter at all"),
+        "{msg}"
+    );
+    // An app for any architecture cannot have the default filter: it must choose.
+    fs::write(f.path("manifest.toml"), with_seccomp("")).unwrap();
+    let (code, msg) = f.pack_result(&["--arch", "any", "--no-root-check"]);
+    assert_eq!(code, 1, "{msg}");
+    assert!(msg.contains("profile = \"unconfined\""), "{msg}");
+}
+
+#[test]
+fn verify_refuses_a_package_without_the_filter_its_manifest_asks_for() {
+    use nanostar_tools::testing::repack;
+    let f = Fixture::new();
+    fs::write(f.path("manifest.toml"), with_seccomp("")).unwrap();
+    f.pack_result(&["--key", &f.s("dev.key")]);
+    let good = fs::read(f.path("x.npk")).unwrap();
+    let key = nanostar_tools::keys::read_secret(&f.path("dev.key")).unwrap();
+    let verify = |bytes: &[u8]| {
+        fs::write(f.path("hand.npk"), bytes).unwrap();
+        let out = npk(&["verify", &f.s("hand.npk"), "--key", &f.s("dev.pub")]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Signed and consistent, but the program left out: no filter by omission.
+    let (code, msg) = verify(&repack(&good, |_| {}, &[], 0, Some(&key)));
+    assert_eq!(code, 6, "{msg}");
+    assert!(
+        msg.contains("seccomp: the package carries no seccomp program, but its manifest does not choose `profile = \"unconfined\"`"),
+        "{msg}"
+    );
+    // A program although the manifest chose none.
+    let program = nanostar_tools::testing::seccomp_of(&good);
+    let unconfined = |m: &mut nanostar_protocol::npk::Manifest| {
+        m.seccomp = Some(nanostar_protocol::npk::manifest::Seccomp {
+            profile: nanostar_protocol::npk::manifest::SeccompProfile::Unconfined,
+            allow: heapless::Vec::new(),
+        })
+    };
+    let (code, msg) = verify(&repack(&good, unconfined, &program, 0, Some(&key)));
+    assert_eq!(code, 6, "{msg}");
+    assert!(msg.contains("chose no filter"), "{msg}");
+    // Both ways round made by hand are what npk makes.
+    let (code, msg) = verify(&repack(&good, unconfined, &[], 0, Some(&key)));
+    assert_eq!(code, 0, "{msg}");
+    let (code, msg) = verify(&repack(&good, |_| {}, &program, 0, Some(&key)));
+    assert_eq!(code, 0, "{msg}");
+    assert_eq!(repack(&good, |_| {}, &program, 0, Some(&key)), good);
+    // A byte in the padding no digest covers: refused, though the signature holds.
+    let (code, msg) = verify(&repack(&good, |_| {}, &program, 0x5a, Some(&key)));
+    assert_eq!(code, 3, "{msg}");
+    assert!(
+        msg.contains("the bytes between the seccomp program and the image are not zero"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn capabilities_that_break_containment_are_refused_unless_allowed_by_name() {
+    let f = Fixture::new();
+    fs::write(
+        f.path("manifest.toml"),
+        MANIFEST.replace(
+            "gid = 1000\n",
+            "gid = 1000\ncapabilities = [\"CAP_SYS_PTRACE\", \"CAP_NET_BIND_SERVICE\"]\n",
+        ),
+    )
+    .unwrap();
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 1, "{msg}");
+    assert!(
+        msg.contains("CAP_SYS_PTRACE lets the app attach to the container's init")
+            && msg.contains("--allow-capability CAP_SYS_PTRACE")
+            && !msg.contains("CAP_NET_BIND_SERVICE"),
+        "{msg}"
+    );
+    let (code, msg) = f.pack_result(&["--allow-capability", "CAP_SYS_PTRACE"]);
+    assert_eq!(code, 0, "{msg}");
+    assert!(
+        msg.contains(
+            "npk: WARNING: --allow-capability CAP_SYS_PTRACE: this package's app can attach"
+        ),
+        "{msg}"
+    );
+    assert_eq!(
+        f.inspect(&f.path("x.npk"))["manifest"]["capabilities"][1],
+        "CAP_SYS_PTRACE"
+    );
+    let help = npk_ok(&["pack", "--help"]);
+    assert!(help.contains("--allow-capability"), "{help}");
+}
+
+#[test]
+fn a_mount_target_through_a_symlink_or_on_a_file_is_refused() {
+    use std::os::unix::fs::symlink;
+    let f = Fixture::new();
+    fs::create_dir(f.path("root/etc")).unwrap();
+    // `/data -> /etc`, absolute, and a relative link that climbs out.
+    symlink("/etc", f.path("root/data")).unwrap();
+    let expected = "mount target /data passes through the symlink /data -> /etc in the \
+                    package root; mount at the real path instead";
+    for extra in [&[][..], &["--no-root-check"][..]] {
+        let (code, msg) = f.pack_result(extra);
+        assert_eq!(code, 1, "{msg}");
+        assert!(msg.contains(expected), "{msg}");
+    }
+    fs::remove_file(f.path("root/data")).unwrap();
+    fs::create_dir_all(f.path("root/usr/lib")).unwrap();
+    symlink("../../..", f.path("root/usr/lib/up")).unwrap();
+    fs::write(
+        f.path("manifest.toml"),
+        MANIFEST.replace("[mounts.\"/tmp\"]", "[mounts.\"/usr/lib/up/tmp\"]"),
+    )
+    .unwrap();
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 1, "{msg}");
+    assert!(
+        msg.contains(
+            "mount target /usr/lib/up/tmp passes through the symlink /usr/lib/up -> ../../.."
+        ),
+        "{msg}"
+    );
+    // A file: only a bind mount's target may be one.
+    fs::write(f.path("root/etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    let bind = "[mounts.\"/etc/hosts\"]\ntype = \"bind\"\nhost = \"/etc/hosts\"\n";
+    fs::write(f.path("manifest.toml"), format!("{MANIFEST}{bind}")).unwrap();
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 0, "{msg}");
+    let tmpfs = "[mounts.\"/etc/hosts\"]\ntype = \"tmpfs\"\nsize = \"4K\"\n";
+    fs::write(f.path("manifest.toml"), format!("{MANIFEST}{tmpfs}")).unwrap();
+    let (code, msg) = f.pack_result(&[]);
+    assert_eq!(code, 1, "{msg}");
+    assert!(
+        msg.contains("mount target /etc/hosts is a regular file in the package root"),
+        "{msg}"
+    );
+}

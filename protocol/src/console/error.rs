@@ -217,7 +217,8 @@ pub enum PackageError {
     UnknownKey([u8; 8]),
     /// The signature does not match the header.
     Signature,
-    /// A reserved header byte is not zero.
+    /// A reserved byte is not zero: in the header, or between the seccomp program and the
+    /// image.
     Reserved,
     /// An architecture code this runtime does not know.
     Arch(u16),
@@ -251,7 +252,8 @@ pub enum PackageError {
     Manifest,
     /// The seccomp program's SHA-256 differs from the signed digest.
     SeccompDigest,
-    /// The seccomp program is malformed.
+    /// The seccomp program is malformed, missing although the manifest asks for a filter,
+    /// or present although it chose none (`unconfined`) or the package is a resource.
     Seccomp,
     /// The package is built for another architecture than the device's. Never sent:
     /// [`PackageError::ArchMismatch`] names both; kept for its wire index.
@@ -305,7 +307,12 @@ impl From<ContentError> for PackageError {
             ContentError::ManifestDigest => PackageError::ManifestDigest,
             ContentError::Manifest(_) => PackageError::Manifest,
             ContentError::SeccompDigest => PackageError::SeccompDigest,
-            ContentError::Seccomp(_) => PackageError::Seccomp,
+            // Appending codes would change the wire: the padding is reserved bytes, a
+            // program missing or unexpected is the seccomp part at fault.
+            ContentError::Seccomp(_)
+            | ContentError::SeccompMissing
+            | ContentError::SeccompUnexpected => PackageError::Seccomp,
+            ContentError::Padding => PackageError::Reserved,
         }
     }
 }

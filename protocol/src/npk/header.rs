@@ -35,6 +35,11 @@ pub const HEADER_LEN: usize = 328;
 pub const IMAGE_ALIGN: u64 = 4096;
 /// Length of the salt field; salts are exactly this long in packages we write.
 pub const SALT_FIELD_LEN: usize = 32;
+/// Largest `image_offset` the rules allow: the header, the largest manifest and the largest
+/// seccomp program, aligned. Everything before the image fits in a buffer this long.
+pub const MAX_IMAGE_OFFSET: usize =
+    (HEADER_LEN + MAX_MANIFEST_LEN + MAX_SECCOMP_INSTRUCTIONS * super::seccomp::INSTRUCTION_LEN)
+        .next_multiple_of(IMAGE_ALIGN as usize);
 /// Largest image accepted, 4 GiB: far above any package a small device installs, and it
 /// keeps every offset computation far from overflow.
 pub const MAX_IMAGE_SIZE: u64 = 1 << 32;
@@ -126,6 +131,25 @@ pub enum ContentError {
     SeccompDigest,
     /// The seccomp program is malformed.
     Seccomp(ProgramError),
+    /// A byte between the seccomp program and the image is not zero. No digest covers
+    /// these bytes, so they must hold nothing.
+    Padding,
+    /// The manifest asks for a seccomp filter (no `[seccomp]` table, or a profile other
+    /// than `unconfined`) but the package carries no program: packed by an npk from before
+    /// filters were the default, or made by hand to skip the filter.
+    SeccompMissing,
+    /// The package carries a seccomp program although its manifest chose no filter
+    /// (`unconfined`) or it is a resource, which never runs.
+    SeccompUnexpected,
+}
+
+/// The checked contents before the image: the manifest and the seccomp program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contents<'b> {
+    /// The decoded, validated manifest.
+    pub manifest: Manifest<'b>,
+    /// The seccomp program, present exactly when the manifest wants one.
+    pub seccomp: Program<'b>,
 }
 
 /// The dm-verity parameters of a package: everything that goes into the verity table.
@@ -440,6 +464,37 @@ impl VerifiedHeader {
         Ok(())
     }
 
+    /// Length of everything between the header and the image: manifest, seccomp program
+    /// and padding, which [`VerifiedHeader::contents`] checks together.
+    pub fn contents_len(&self) -> usize {
+        (self.image_offset - HEADER_LEN as u64) as usize
+    }
+
+    /// Checks `bytes`, the file from the end of the header to the image (exactly
+    /// [`VerifiedHeader::contents_len`] bytes): the manifest and seccomp program against
+    /// their signed digests, the padding after them is zero (nothing covers it), and the
+    /// program is there exactly when the manifest asks for a filter
+    /// ([`Manifest::wants_seccomp_program`]), so leaving it out of a package never
+    /// switches the filter off.
+    pub fn contents<'b>(&self, bytes: &'b [u8]) -> Result<Contents<'b>, ContentError> {
+        if bytes.len() != self.contents_len() {
+            return Err(ContentError::Length);
+        }
+        let (manifest, rest) = bytes.split_at(self.manifest_len as usize);
+        let (seccomp, padding) = rest.split_at(self.seccomp_len as usize);
+        let manifest = self.manifest(manifest)?;
+        let seccomp = self.seccomp(seccomp)?;
+        if padding.iter().any(|&b| b != 0) {
+            return Err(ContentError::Padding);
+        }
+        match (manifest.wants_seccomp_program(), seccomp.is_empty()) {
+            (true, true) => return Err(ContentError::SeccompMissing),
+            (false, false) => return Err(ContentError::SeccompUnexpected),
+            _ => {}
+        }
+        Ok(Contents { manifest, seccomp })
+    }
+
     /// Checks `bytes` (the manifest region, exactly `manifest_len` bytes) against the signed
     /// digest, then decodes and validates the manifest.
     pub fn manifest<'m>(&self, bytes: &'m [u8]) -> Result<Manifest<'m>, ContentError> {
@@ -675,5 +730,95 @@ mod tests {
             v.seccomp(&[1u8; 16]).unwrap_err(),
             ContentError::SeccompDigest
         );
+    }
+
+    /// A header for `manifest` and `program`, and the bytes between header and image.
+    fn with_contents(
+        manifest: &Manifest<'_>,
+        program: &[u8],
+    ) -> (VerifiedHeader, std::vec::Vec<u8>) {
+        let mut buf = [0u8; MAX_MANIFEST_LEN];
+        let m = manifest.encode(&mut buf).unwrap();
+        let mut f = fields();
+        f.manifest_len = m.len() as u32;
+        f.manifest_sha256 = sha256(m);
+        f.seccomp_len = program.len() as u32;
+        f.seccomp_sha256 = sha256(program);
+        f.image_offset = HeaderFields::image_offset_for(f.manifest_len, f.seccomp_len);
+        f.verity.hash_offset = f.image_offset + f.image_size;
+        let v = UnverifiedHeader::new(&f.encode(None))
+            .unwrap()
+            .accept_unsigned()
+            .unwrap();
+        let mut bytes = m.to_vec();
+        bytes.extend_from_slice(program);
+        bytes.resize(v.contents_len(), 0);
+        (v, bytes)
+    }
+
+    #[test]
+    fn every_byte_before_the_image_is_covered() {
+        use super::super::manifest::{Seccomp, SeccompProfile};
+        let app = super::super::manifest::tests::minimal();
+        let program = [0u8; 16];
+        let (v, good) = with_contents(&app, &program);
+        let contents = v.contents(&good).unwrap();
+        assert_eq!(
+            (contents.manifest, contents.seccomp.len()),
+            (app.clone(), 2)
+        );
+        // Every byte is covered: a digest, or the rule that the padding is zero.
+        let padding = v.manifest_len as usize + v.seccomp_len as usize;
+        for at in 0..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            let e = v.contents(&bad).unwrap_err();
+            let expected = if at >= padding {
+                ContentError::Padding
+            } else if at >= v.manifest_len as usize {
+                ContentError::SeccompDigest
+            } else {
+                ContentError::ManifestDigest
+            };
+            assert_eq!(e, expected, "byte {at}");
+        }
+        assert_eq!(v.contents(&good[1..]).unwrap_err(), ContentError::Length);
+        // An app without a program: refused unless its manifest chose no filter.
+        let (v, bytes) = with_contents(&app, &[]);
+        assert_eq!(
+            v.contents(&bytes).unwrap_err(),
+            ContentError::SeccompMissing
+        );
+        let mut unconfined = app.clone();
+        unconfined.seccomp = Some(Seccomp {
+            profile: SeccompProfile::Unconfined,
+            allow: heapless::Vec::new(),
+        });
+        let (v, bytes) = with_contents(&unconfined, &[]);
+        assert!(v.contents(&bytes).unwrap().seccomp.is_empty());
+        // ... and one that chose none carries none; nor does a resource.
+        let (v, bytes) = with_contents(&unconfined, &program);
+        assert_eq!(
+            v.contents(&bytes).unwrap_err(),
+            ContentError::SeccompUnexpected
+        );
+        let mut resource = app.clone();
+        resource.init = None;
+        let (v, bytes) = with_contents(&resource, &program);
+        assert_eq!(
+            v.contents(&bytes).unwrap_err(),
+            ContentError::SeccompUnexpected
+        );
+        let (v, bytes) = with_contents(&resource, &[]);
+        assert!(v.contents(&bytes).is_ok());
+    }
+
+    #[test]
+    fn the_largest_contents_fit_before_the_largest_offset() {
+        let f = HeaderFields::image_offset_for(
+            MAX_MANIFEST_LEN as u32,
+            (MAX_SECCOMP_INSTRUCTIONS * super::super::seccomp::INSTRUCTION_LEN) as u32,
+        );
+        assert_eq!(f, MAX_IMAGE_OFFSET as u64);
     }
 }

@@ -67,7 +67,10 @@ pub struct Manifest<'a> {
     /// Resource limits, at most one per resource.
     pub rlimits: Vec<Rlimit, MAX_RLIMITS>,
     /// The seccomp policy as written. The package carries it compiled (see
-    /// [`super::seccomp`]); this copy is for `inspect`.
+    /// [`super::seccomp`]); this copy is for `inspect`, and says whether the package must
+    /// carry a program at all ([`Manifest::wants_seccomp_program`]). `None` (no `[seccomp]`
+    /// table) means the default profile; no filter is only ever an explicit
+    /// [`SeccompProfile::Unconfined`].
     #[serde(borrow)]
     pub seccomp: Option<Seccomp<'a>>,
     /// Where the app's stdout and stderr go.
@@ -362,6 +365,10 @@ pub enum SeccompProfile {
     None,
     /// A default set for ordinary unprivileged programs, plus the allow list.
     Default,
+    /// No filter at all: the package carries no program. Appended rather than given to
+    /// `None`, whose meaning ("only the allow list") existing manifests rely on; it takes
+    /// no allow list, since nothing is filtered.
+    Unconfined,
 }
 
 /// A seccomp policy as written in the manifest.
@@ -522,6 +529,18 @@ impl<'a> Manifest<'a> {
     /// `true` for a resource package (no `init`).
     pub fn is_resource(&self) -> bool {
         self.init.is_none()
+    }
+
+    /// `true` when the package must carry a seccomp program: every app, unless its
+    /// manifest chose [`SeccompProfile::Unconfined`]. No `[seccomp]` table means the
+    /// default profile, so leaving the table out never means "no filter". A resource never
+    /// runs and carries none.
+    pub fn wants_seccomp_program(&self) -> bool {
+        !self.is_resource()
+            && self
+                .seccomp
+                .as_ref()
+                .is_none_or(|s| s.profile != SeccompProfile::Unconfined)
     }
 
     /// Checks every rule; the first broken one is returned.
@@ -814,6 +833,10 @@ fn check_cgroups(c: &Cgroups) -> Result<(), Problem> {
 }
 
 fn check_seccomp(s: &Seccomp<'_>) -> Result<(), ManifestError> {
+    if s.profile == SeccompProfile::Unconfined && !s.allow.is_empty() {
+        // Allowing calls when nothing is denied says something the package would not do.
+        return Err(err(Field::Seccomp(None), Problem::Flag));
+    }
     for (i, rule) in s.allow.iter().enumerate() {
         let e = |p| err(Field::Seccomp(Some(i)), p);
         check_text(rule.name, MAX_SYSCALL_NAME_LEN, false).map_err(e)?;
@@ -1333,6 +1356,11 @@ pub(crate) mod tests {
             &mut m.seccomp.as_mut().unwrap().allow
         }
         rejects(
+            |m| m.seccomp.as_mut().unwrap().profile = SeccompProfile::Unconfined,
+            Field::Seccomp(None),
+            Problem::Flag,
+        );
+        rejects(
             |m| allow(m)[1].name = "get-random",
             Field::Seccomp(Some(1)),
             Problem::Character,
@@ -1357,6 +1385,29 @@ pub(crate) mod tests {
             Field::Seccomp(Some(1)),
             Problem::Duplicate,
         );
+    }
+
+    #[test]
+    fn only_an_explicit_unconfined_profile_goes_without_a_program() {
+        let mut m = minimal();
+        // No `[seccomp]` table: the default profile, so a program.
+        assert!(m.wants_seccomp_program());
+        for (profile, wants) in [
+            (SeccompProfile::None, true),
+            (SeccompProfile::Default, true),
+            (SeccompProfile::Unconfined, false),
+        ] {
+            m.seccomp = Some(Seccomp {
+                profile,
+                allow: Vec::new(),
+            });
+            assert_eq!(m.validate(), Ok(()));
+            assert_eq!(m.wants_seccomp_program(), wants, "{profile:?}");
+            round_trip(&m);
+        }
+        m.seccomp = None;
+        m.init = None;
+        assert!(!m.wants_seccomp_program());
     }
 
     #[test]

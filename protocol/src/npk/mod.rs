@@ -14,7 +14,8 @@ pub mod verity;
 
 pub use arch::Arch;
 pub use header::{
-    ContentError, HeaderError, HeaderFields, Trust, UnverifiedHeader, VerifiedHeader, VerityParams,
+    ContentError, Contents, HeaderError, HeaderFields, Trust, UnverifiedHeader, VerifiedHeader,
+    VerityParams,
 };
 pub use keys::{KeyId, PublicKey};
 pub use manifest::Manifest;

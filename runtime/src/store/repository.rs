@@ -97,6 +97,16 @@ impl fmt::Display for Rejection {
             Rejection::Content(ContentError::SeccompDigest) => {
                 f.write_str("the seccomp program does not match its signed digest")
             }
+            Rejection::Content(ContentError::SeccompMissing) => f.write_str(
+                "no seccomp program, but the manifest does not choose `unconfined` (repack it \
+                 with a current npk)",
+            ),
+            Rejection::Content(ContentError::SeccompUnexpected) => f.write_str(
+                "a seccomp program, but the manifest chose no filter or the package is a resource",
+            ),
+            Rejection::Content(ContentError::Padding) => {
+                f.write_str("the padding before the image is not zero: altered")
+            }
             Rejection::Content(_) => f.write_str(
                 "the manifest or seccomp program does not decode (`npk inspect` says why)",
             ),
@@ -240,7 +250,8 @@ pub struct Examined<'s> {
 
 /// Verifies the package file `fd`: header (signature against `keys`, or unchecked when
 /// `keys` is empty), architecture (this runtime's or none), file length, manifest and
-/// seccomp digests. Reads at most [`SCRATCH_LEN`] bytes; never the image.
+/// seccomp digests, zero padding, a program unless the manifest chose none. Reads at most
+/// [`SCRATCH_LEN`] bytes; never the image.
 pub fn examine<'s>(
     fd: impl AsFd,
     keys: &[PublicKey],
@@ -263,14 +274,15 @@ pub fn examine<'s>(
         return Err(Rejection::WrongArch(header.arch));
     }
     header.check_file_len(size).map_err(Rejection::Header)?;
-    let (manifest_bytes, rest) = rest.split_at_mut(header.manifest_len as usize);
-    let seccomp_bytes = &mut rest[..header.seccomp_len as usize];
-    read_exact_at(&fd, manifest_bytes, HEADER_LEN as u64)?;
-    read_exact_at(&fd, seccomp_bytes, header.seccomp_offset())?;
-    header.seccomp(seccomp_bytes).map_err(Rejection::Content)?;
+    // Manifest, seccomp program and the padding up to the image in one read: every byte
+    // of them is checked (digests, zero padding), and the program must be there unless
+    // the manifest chose no filter.
+    let contents = &mut rest[..header.contents_len()];
+    read_exact_at(&fd, contents, HEADER_LEN as u64)?;
     let manifest = header
-        .manifest(manifest_bytes)
-        .map_err(Rejection::Content)?;
+        .contents(contents)
+        .map_err(Rejection::Content)?
+        .manifest;
     Ok(Examined {
         header,
         name: manifest.name,

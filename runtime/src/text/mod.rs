@@ -260,6 +260,11 @@ impl fmt::Display for BadText<'_> {
             PackageError::Signature => "its signature does not match (altered or corrupt)",
             PackageError::WrongArch => "it is built for another architecture",
             PackageError::Magic => "it is not an NPK (bad magic)",
+            PackageError::Seccomp => {
+                "its seccomp program is malformed, or missing although its manifest does not \
+                 choose `unconfined` (packed by an npk from before filters were the default?), \
+                 or present although it chose no filter; npk verify says which"
+            }
             PackageError::NotAsAnnounced => {
                 "the runtime read another package than the file's manifest names (did the file \
                  change during the install?)"

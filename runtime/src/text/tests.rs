@@ -209,6 +209,12 @@ fn refusals_name_what_they_are_about() {
         "refused x.npk: it is malformed or corrupt (hash-size; npk verify says more)"
     );
     assert_eq!(
+        refusal(&Error::BadPackage(PackageError::Seccomp), &file),
+        "refused x.npk: its seccomp program is malformed, or missing although its manifest \
+         does not choose `unconfined` (packed by an npk from before filters were the \
+         default?), or present although it chose no filter; npk verify says which"
+    );
+    assert_eq!(
         refusal(&Error::ResourceMissing { name: "fonts" }, &bare),
         "hello mounts resource fonts, which no installed package provides"
     );

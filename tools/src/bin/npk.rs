@@ -13,11 +13,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nanostar_protocol::npk::header::FORMAT_VERSION;
+use nanostar_protocol::npk::manifest::SeccompProfile;
 use nanostar_protocol::npk::{Arch, Trust};
 use nanostar_tools::keys::{self, hex};
 use nanostar_tools::manifest::{SourceManifest, describe, to_toml};
 use nanostar_tools::package::{self, Opened, PackInput};
-use nanostar_tools::{image, output, root_check};
+use nanostar_tools::{containment, image, output, root_check};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -69,6 +70,10 @@ enum Command {
         /// files the device provides some other way); prints a warning.
         #[arg(long)]
         no_root_check: bool,
+        /// Let the app keep this capability although it breaks containment (CAP_SYS_ADMIN,
+        /// CAP_SYS_PTRACE, ...: see docs/manifest.md); prints a warning. Repeat for each.
+        #[arg(long = "allow-capability", value_name = "CAP")]
+        allow_capability: Vec<String>,
     },
     /// Show a package's header and manifest.
     Inspect {
@@ -112,7 +117,16 @@ fn main() -> ExitCode {
             out,
             arch,
             no_root_check,
-        } => pack(&manifest, &root, key.as_deref(), &out, arch, !no_root_check),
+            allow_capability,
+        } => pack(
+            &manifest,
+            &root,
+            key.as_deref(),
+            &out,
+            arch,
+            !no_root_check,
+            &allow_capability,
+        ),
         Command::Inspect { file, json } => inspect(&file, json),
         Command::Verify { file, key } => verify(&file, &key),
         Command::Unpack { file, out } => unpack(&file, &out),
@@ -149,9 +163,13 @@ fn pack(
     out: &Path,
     arch: Option<Arch>,
     root_check: bool,
+    allowed_capabilities: &[String],
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let source = SourceManifest::read(manifest)?;
+    for warning in containment::check(&source.manifest()?, allowed_capabilities)? {
+        eprintln!("npk: {warning}");
+    }
     let pair = key.map(keys::read_secret).transpose()?;
     let total = image::total_file_bytes(root)
         .with_context(|| format!("cannot read root {}", root.display()))?;
@@ -245,11 +263,7 @@ fn inspect(file: &Path, as_json: bool) -> Result<ExitCode> {
         h.manifest_len,
         hex(&h.manifest_sha256)
     );
-    println!(
-        "seccomp:      {} instructions, sha256 {}",
-        p.seccomp.len(),
-        hex(&h.seccomp_sha256)
-    );
+    println!("seccomp:      {}", seccomp_text(&p));
     println!(
         "image:        squashfs, {} bytes at offset {}",
         h.image_size, h.image_offset
@@ -264,6 +278,46 @@ fn inspect(file: &Path, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which filter the package's app runs under, in the manifest's words: `open` made sure
+/// the program is there exactly when the manifest asks for one.
+fn seccomp_choice(p: &Opened) -> &'static str {
+    match &p.manifest.seccomp {
+        _ if p.manifest.is_resource() => "none: a resource package never runs",
+        None => "the default profile (no [seccomp] table)",
+        Some(s) => match s.profile {
+            SeccompProfile::Default => "the default profile and the allow list",
+            SeccompProfile::None => "only the allow list (profile \"none\")",
+            SeccompProfile::Unconfined => "NO FILTER: the manifest chose profile \"unconfined\"",
+        },
+    }
+}
+
+/// The profile the app runs under, for scripts: `default` (also without a `[seccomp]`
+/// table), `none`, `unconfined` (no filter), or null for a resource.
+fn seccomp_profile(p: &Opened) -> serde_json::Value {
+    if p.manifest.is_resource() {
+        return json!(null);
+    }
+    let profile = p.manifest.seccomp.as_ref().map(|s| s.profile);
+    json!(match profile {
+        None | Some(SeccompProfile::Default) => "default",
+        Some(SeccompProfile::None) => "none",
+        Some(SeccompProfile::Unconfined) => "unconfined",
+    })
+}
+
+fn seccomp_text(p: &Opened) -> String {
+    if p.seccomp.is_empty() {
+        return seccomp_choice(p).to_string();
+    }
+    format!(
+        "{}: {} instructions, sha256 {}",
+        seccomp_choice(p),
+        p.seccomp.len(),
+        hex(&p.header.seccomp_sha256)
+    )
+}
+
 fn inspect_json(p: &Opened) -> serde_json::Value {
     let h = &p.header;
     let v = &h.verity;
@@ -276,6 +330,7 @@ fn inspect_json(p: &Opened) -> serde_json::Value {
         "manifest_len": h.manifest_len,
         "manifest_sha256": hex(&h.manifest_sha256),
         "seccomp_instructions": p.seccomp.len(),
+        "seccomp_profile": seccomp_profile(p),
         "seccomp_sha256": hex(&h.seccomp_sha256),
         "image_offset": h.image_offset,
         "image_size": h.image_size,

@@ -174,10 +174,10 @@ fn seccomp(s: &pm::Seccomp) -> Value {
             Some(prev) => allow.insert(rule.name.to_string(), json!([prev, this])),
         };
     }
-    let profile = if s.profile == SeccompProfile::Default {
-        "default"
-    } else {
-        "none"
+    let profile = match s.profile {
+        SeccompProfile::Default => "default",
+        SeccompProfile::None => "none",
+        SeccompProfile::Unconfined => "unconfined",
     };
     let mut v = json!({ "profile": profile });
     if !allow.is_empty() {

@@ -262,3 +262,22 @@ fn a_replacing_install_removes_a_hand_named_old_file() {
     assert_eq!(p.file.as_str(), "app-2.0.0.npk");
     assert_eq!(files(dir.path()), ["app-2.0.0.npk"]);
 }
+
+#[test]
+fn an_install_without_the_filter_its_manifest_asks_for_is_refused() {
+    use nanostar_protocol::npk::ContentError;
+    use nanostar_tools::testing::{pack_toml, repack};
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("app"), b"#!/bin/sh\n").unwrap();
+    let toml = "name = \"app\"\nversion = \"1.0.0\"\ninit = \"/app\"\nuid = 1\ngid = 1\n";
+    let good = pack_toml(toml, root.path(), None, Some(Arch::X86_64)).bytes;
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = Packages::new();
+    let bare = repack(&good, |_| {}, &[], 0, None);
+    assert_eq!(
+        install(dir.path(), &bare, &[], &mut table).unwrap_err(),
+        InstallError::Rejected(Rejection::Content(ContentError::SeccompMissing))
+    );
+    assert!(files(dir.path()).is_empty(), "nothing left behind");
+    install(dir.path(), &good, &[], &mut table).unwrap();
+}

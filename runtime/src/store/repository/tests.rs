@@ -254,6 +254,49 @@ fn packages_for_another_architecture_are_skipped() {
     )));
 }
 
+#[test]
+fn a_package_without_its_filter_or_with_bytes_in_its_padding_is_skipped() {
+    use nanostar_tools::testing::{repack, seccomp_of};
+    let keys_dir = tempfile::tempdir().unwrap();
+    let release = key_pair(keys_dir.path(), "release");
+    let good = package("app", "1.0.0", Some(&release));
+    let program = seccomp_of(&good);
+    assert!(
+        !program.is_empty(),
+        "no [seccomp] table packs the default profile"
+    );
+    let repo = Repo::new();
+    // Each signed and with matching digests: only the new rules refuse them.
+    repo.put(
+        "good.npk",
+        &repack(&good, |_| {}, &program, 0, Some(&release)),
+    );
+    repo.put(
+        "nofilter.npk",
+        &repack(&good, |_| {}, &[], 0, Some(&release)),
+    );
+    repo.put(
+        "padded.npk",
+        &repack(&good, |_| {}, &program, 1, Some(&release)),
+    );
+    let (table, events) = repo.scan(&[PublicKey(*release.pk)]);
+    assert_eq!(table.len(), 1, "{events:#?}");
+    let skipped = |file: &str, why: Rejection| {
+        let line = format!("Skipped {{ file: \"{file}\", why: {why:?} }}");
+        assert!(events.contains(&line), "{line} not in {events:#?}");
+    };
+    skipped(
+        "nofilter.npk",
+        Rejection::Content(ContentError::SeccompMissing),
+    );
+    skipped("padded.npk", Rejection::Content(ContentError::Padding));
+    assert_eq!(
+        std::format!("{}", Rejection::Content(ContentError::SeccompMissing)),
+        "no seccomp program, but the manifest does not choose `unconfined` (repack it with a \
+         current npk)"
+    );
+}
+
 /// A FIFO, a symlink (to a good package), a directory and a socket named like packages
 /// are skipped as `NotAFile` without being opened: the scan neither blocks on the FIFO
 /// nor reads a file outside the repository. Run on another thread so that a scan that
