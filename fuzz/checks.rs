@@ -204,8 +204,11 @@ pub fn config(data: &[u8]) {
     let _ = config.permissions(u32::MAX, u32::MAX);
 }
 
+/// A target's check.
+pub type Check = fn(&[u8]);
+
 /// Every target by its directory name under `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("npk_header", npk_header),
     ("manifest", manifest),
     ("console_frame", console_frame),
