@@ -11,6 +11,8 @@
 //! - [`keys`]: Ed25519 key files.
 //! - [`initramfs`]: newc cpio archives for booting a board.
 //! - [`board`]: QEMU boards: kernel, boot and the guest's verdict (`nanostar-board`).
+//! - [`soak`]: random work from concurrent clients against a live runtime, then a check
+//!   that it holds what it held before (`nanostar-soak`).
 //! - `testing` (feature `testing`): what the integration tests share: device builds and
 //!   a console client.
 //!
@@ -29,6 +31,7 @@ pub mod output;
 pub mod package;
 pub mod root_check;
 pub mod seccomp;
+pub mod soak;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod verity;

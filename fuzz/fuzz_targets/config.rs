@@ -1,0 +1,11 @@
+//! The runtime's configuration parser.
+//! The checks are in `fuzz/checks.rs`, shared with the stable replay test of the corpus.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[allow(dead_code)] // each target uses one of the checks
+#[path = "../checks.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::config(data));
