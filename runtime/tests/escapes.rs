@@ -31,6 +31,16 @@ fn probe_root(dir: &Path, name: &str) -> std::path::PathBuf {
     root
 }
 
+/// The probe package `name` 1.0.0 with `extra` manifest TOML, its image made from `root`.
+fn probe_npk(root: &Path, name: &str, extra: &str) -> Vec<u8> {
+    common::npk_bytes(
+        &probe_toml(name, extra),
+        root,
+        None,
+        nanostar_protocol::npk::Arch::X86_64,
+    )
+}
+
 fn probe_toml(name: &str, extra: &str) -> String {
     format!(
         "name = \"{name}\"\nversion = \"1.0.0\"\ninit = \"/bin/probe\"\nuid = 1000\ngid = 1000\n{extra}"
@@ -93,12 +103,7 @@ fn a_resource_directory_that_links_out_stays_inside_the_resource() {
             "[mounts.\"/res\"]\ntype = \"resource\"\nname = \"{name}\"\nversion = \"^1.0.0\"\ndir = \"/share\"\n"
         );
         let root = probe_root(rt.dir.path(), &user);
-        let npk = common::npk_bytes(
-            &probe_toml(&user, &uses),
-            &root,
-            None,
-            nanostar_protocol::npk::Arch::X86_64,
-        );
+        let npk = probe_npk(&root, &user, &uses);
         install(&rt, &user, &npk);
         let mut console = rt.console();
         let (status, out) = console.run(&user, &["cat", "/res/version.txt"]);
@@ -143,12 +148,7 @@ fn mount_targets_through_symlinks_are_refused() {
             std::os::unix::fs::symlink(link, root.join("data")).unwrap();
             // `/data/sub` passes through the symlink; `/data` is the symlink itself.
             let target = if through { "/data/tmp" } else { "/data" };
-            let base = common::npk_bytes(
-                &probe_toml(&name, ""),
-                &root,
-                None,
-                nanostar_protocol::npk::Arch::X86_64,
-            );
+            let base = probe_npk(&root, &name, "");
             let toml = probe_toml(&name, &format!("[mounts.\"{target}\"]\n{table}"));
             install(&rt, &name, &with_manifest(&base, &toml));
             let mut console = rt.console();
@@ -162,14 +162,10 @@ fn mount_targets_through_symlinks_are_refused() {
     // And a real directory at the same place mounts as before.
     let root = probe_root(rt.dir.path(), "plain");
     std::fs::create_dir(root.join("data")).unwrap();
-    let npk = common::npk_bytes(
-        &probe_toml(
-            "plain",
-            "[mounts.\"/data\"]\ntype = \"tmpfs\"\nsize = \"1M\"\n",
-        ),
+    let npk = probe_npk(
         &root,
-        None,
-        nanostar_protocol::npk::Arch::X86_64,
+        "plain",
+        "[mounts.\"/data\"]\ntype = \"tmpfs\"\nsize = \"1M\"\n",
     );
     install(&rt, "plain", &npk);
     let (status, out) = rt
@@ -213,12 +209,7 @@ fn a_container_never_outlives_a_runtime_killed_right_after_the_fork() {
     );
     let marker = format!("ORPHAN_MARKER_{}", std::process::id());
     let root = probe_root(rt.dir.path(), "orphan");
-    let npk = common::npk_bytes(
-        &probe_toml("orphan", ""),
-        &root,
-        None,
-        nanostar_protocol::npk::Arch::X86_64,
-    );
+    let npk = probe_npk(&root, "orphan", "");
     install(&rt, "orphan", &npk);
     let mut console = rt.console();
     console.send(&Message::Request {
@@ -270,11 +261,10 @@ fn init_keeps_only_cap_kill_once_the_app_runs() {
     let unshare = rt.child.as_ref().unwrap().id();
     let runtime = wait_for(|| children_of(unshare).first().copied(), "the runtime");
     let root = probe_root(rt.dir.path(), "sleeper");
-    let npk = common::npk_bytes(
-        &probe_toml("sleeper", "capabilities = [\"CAP_NET_BIND_SERVICE\"]\n"),
+    let npk = probe_npk(
         &root,
-        None,
-        nanostar_protocol::npk::Arch::X86_64,
+        "sleeper",
+        "capabilities = [\"CAP_NET_BIND_SERVICE\"]\n",
     );
     install(&rt, "sleeper", &npk);
     let mut console = rt.console();
@@ -340,19 +330,8 @@ fn the_runtime_runs_with_exactly_its_documented_capabilities() {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let wrapper = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "setpriv",
-        "--bounding-set",
-        &bounding,
-        "--inh-caps=-all",
-    ];
+    let mut wrapper = common::ISOLATED.to_vec();
+    wrapper.extend(["setpriv", "--bounding-set", &bounding, "--inh-caps=-all"]);
     let rt = Runtime::start_under(|_| {}, "", &wrapper);
     let unshare = rt.child.as_ref().unwrap().id();
     let runtime = wait_for(|| children_of(unshare).first().copied(), "the runtime");
@@ -383,12 +362,7 @@ fn the_runtime_runs_with_exactly_its_documented_capabilities() {
     for dir in ["dev", "tmp", "data"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
-    let npk = common::npk_bytes(
-        &probe_toml("lean", &extra),
-        &root,
-        None,
-        nanostar_protocol::npk::Arch::X86_64,
-    );
+    let npk = probe_npk(&root, "lean", &extra);
     install(&rt, "lean", &npk);
     let mut console = rt.console();
     let (status, out) = console.run(

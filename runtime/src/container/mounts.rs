@@ -33,7 +33,7 @@ use crate::sys::mount::{MountAttr, set_mount_attr};
 use super::init::Launch;
 
 /// A manifest path without its leading `/`, or a runtime path, NUL-terminated.
-type PathBuf = CPath<{ 2 * MAX_PATH_LEN + 2 }>;
+type MountPath = CPath<{ 2 * MAX_PATH_LEN + 2 }>;
 
 /// What a mount target may resolve through: nothing but real directories of the image.
 const TARGET_RESOLVE: ResolveFlags = ResolveFlags::BENEATH
@@ -48,7 +48,7 @@ const PLAIN: MountAttr = MountAttr::NOSUID
 
 /// The root of the container: the package's mounted image.
 pub fn open_root(root: &str) -> Result<OwnedFd, Errno> {
-    let mut path = PathBuf::of(&[root])?;
+    let mut path = MountPath::of(&[root])?;
     rustix::fs::open(
         path.c_str()?,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -67,7 +67,7 @@ pub fn mount_one(
     let target = open_target(root, target)?;
     let mount = match *kind {
         MountKind::Bind { host, flags } => {
-            let mut source = PathBuf::of(&[host])?;
+            let mut source = MountPath::of(&[host])?;
             clone_tree(
                 rustix::fs::CWD,
                 source.c_str()?,
@@ -76,20 +76,20 @@ pub fn mount_one(
             )?
         }
         MountKind::Persist => {
-            let mut source = PathBuf::of(&[launch.persist.ok_or(Errno::NOENT)?])?;
+            let mut source = MountPath::of(&[launch.persist.ok_or(Errno::NOENT)?])?;
             clone_tree(rustix::fs::CWD, source.c_str()?, Flags::RW, PLAIN)?
         }
         MountKind::Resource {
             name, dir, flags, ..
         } => {
             let version = launch.resources[index].ok_or(Errno::NOENT)?;
-            let mut image: PathBuf = layout::mount_point(launch.run_dir, name, &version)?;
+            let mut image: MountPath = layout::mount_point(launch.run_dir, name, &version)?;
             let image = rustix::fs::open(
                 image.c_str()?,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            let mut dir = PathBuf::of(&[".", dir])?;
+            let mut dir = MountPath::of(&[".", dir])?;
             let source = rustix::fs::openat2(
                 &image,
                 dir.c_str()?,
@@ -138,7 +138,7 @@ pub fn mount_one(
 /// only.
 fn open_target(root: impl AsFd, target: &str) -> Result<OwnedFd, Errno> {
     // Relative to the root: `RESOLVE_BENEATH` refuses an absolute path.
-    let mut relative = PathBuf::of(&[".", target])?;
+    let mut relative = MountPath::of(&[".", target])?;
     // Not `O_NOFOLLOW`: with `O_PATH` it would open a symlink at the end itself instead of
     // failing with `ELOOP`.
     rustix::fs::openat2(

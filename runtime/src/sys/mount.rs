@@ -27,11 +27,6 @@ impl MountAttr {
     pub const fn union(self, other: MountAttr) -> MountAttr {
         MountAttr(self.0 | other.0)
     }
-
-    /// Whether every flag of `other` is set.
-    pub const fn contains(self, other: MountAttr) -> bool {
-        self.0 & other.0 == other.0
-    }
 }
 
 /// `mount_setattr(mount, "", AT_EMPTY_PATH [| AT_RECURSIVE], {attr_set: set})`: sets

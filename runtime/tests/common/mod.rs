@@ -88,6 +88,18 @@ pub fn kernel_has_device_mapper() -> bool {
         .is_ok_and(|misc| misc.lines().any(|l| l.trim().ends_with(" device-mapper")))
 }
 
+/// The command line every test runtime runs under: its own mount and PID namespaces;
+/// `--kill-child`, so nothing outlives a failed test.
+pub const ISOLATED: [&str; 7] = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--pid",
+    "--fork",
+    "--kill-child",
+];
+
 /// A runtime in temporary directories, with a keyless `default` repository and a keyed
 /// `signed` one; stopped (SIGTERM) when dropped.
 pub struct Runtime {
@@ -109,17 +121,7 @@ impl Runtime {
 
     /// `extra` is added to the configuration's top level (before any section).
     pub fn start_configured(prepare: impl FnOnce(&Path), extra: &str) -> Runtime {
-        // Its own mount and PID namespaces; --kill-child so nothing outlives a failed test.
-        let isolated = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--pid",
-            "--fork",
-            "--kill-child",
-        ];
-        Runtime::start_under(prepare, extra, &isolated)
+        Runtime::start_under(prepare, extra, &ISOLATED)
     }
 
     /// [`Runtime::start_configured`] run by the command line `wrapper` (followed by the
