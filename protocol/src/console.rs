@@ -38,7 +38,8 @@ pub use message::{
 ///   `Repositories` replies; `GaveUp`; `PackageError::{ArchMismatch, NotAsAnnounced}`.
 /// - 3: `Error::Mount` with its `MountStep`.
 /// - 4: `PackageError::NotAFile`.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// - 5: `Table::LogReads`.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The oldest client version this build's runtime accepts. A runtime that accepts an
 /// older client answers it only with messages that version knows.

@@ -834,6 +834,20 @@ fn following_logs_ends_with_the_exit_and_tail_shows_the_last_lines() {
         }
     }
     assert_eq!(String::from_utf8_lossy(&seen), "two\nthree\n");
+    // A second log read on the same connection is refused; the first one goes on (it
+    // used to be replaced, and never ended).
+    follower.send(&Message::Request {
+        id: 6,
+        request: Request::Logs {
+            name: "talker",
+            version: None,
+            follow: false,
+        },
+    });
+    let refused = Message::decode(&follower.read_frame())
+        .map(|m| format!("{m:?}"))
+        .unwrap();
+    assert_eq!(refused, "Reply { id: 6, reply: Error(Full(LogReads)) }");
     assert_eq!(console.stop("talker", None), "Stopped(Signal(15))");
     let end = Message::decode(&follower.read_frame())
         .map(|m| format!("{m:?}"))

@@ -346,6 +346,9 @@ struct Link {
     dead: Mutex<Option<Failure>>,
     /// One streamed install at a time on a connection (the protocol's rule).
     installing: Mutex<()>,
+    /// One log read at a time on a connection (the protocol's rule: a second one is
+    /// refused with `Full(LogReads)`).
+    reading_log: Mutex<()>,
     /// Failures the reader found (frames nobody asked for, undecodable frames).
     failures: Mutex<Vec<Failure>>,
     notifications: Mutex<BTreeMap<&'static str, u64>>,
@@ -412,6 +415,7 @@ impl Link {
             exit_seen: Condvar::new(),
             dead: Mutex::new(None),
             installing: Mutex::new(()),
+            reading_log: Mutex::new(()),
             failures: Mutex::new(Vec::new()),
             notifications: Mutex::new(BTreeMap::new()),
             capture,
@@ -1132,6 +1136,7 @@ enum LogRead {
 }
 
 fn read_log(link: &Link, request: Request) -> Result<LogRead, Failure> {
+    let _one = link.reading_log.lock().unwrap();
     let (id, rx) = link.start(request)?;
     let mut data = Vec::new();
     let result = loop {

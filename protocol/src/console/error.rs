@@ -199,6 +199,9 @@ pub enum Table {
     Installs,
     /// Notification subscribers.
     Subscribers,
+    /// Log reads of one connection: it reads one log at a time (protocol version 5;
+    /// older clients get `Io(EBUSY)`).
+    LogReads,
 }
 
 /// Why a package is refused: one code per [`HeaderError`] and [`ContentError`], flat, so

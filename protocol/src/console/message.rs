@@ -13,17 +13,20 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
-use super::error::{Error, PackageError};
+use super::error::{Error, PackageError, Table};
 pub use super::ids::PackageId;
 use crate::limits::*;
 use crate::npk::manifest::{EnvVar, Problem, RESERVED_ENV_PREFIX, check_name};
 use crate::permissions::Permissions;
 use crate::version::Version;
 
-/// Wire index of [`Message::Hello`]; frozen.
 /// `EINVAL`, what a client older than version 4 is told for `PackageError::NotAFile`
 /// (the same number on every Linux architecture).
 const EINVAL: u16 = 22;
+/// `EBUSY`, what a client older than version 5 is told for a second log read on its
+/// connection.
+const EBUSY: u16 = 16;
+/// Wire index of [`Message::Hello`]; frozen.
 const TAG_HELLO: u8 = 0;
 /// Wire index of [`Message::Request`]; frozen.
 const TAG_REQUEST: u8 = 3;
@@ -517,14 +520,28 @@ impl<'a> Message<'a> {
 impl<'a> Message<'a> {
     /// This message as a peer that speaks `version` can read it: what that version does
     /// not have becomes its nearest older meaning (`Mount` errors a plain `Io`, `Ended`
-    /// a plain `LogEnd`, `ArchMismatch` the older `WrongArch`, `NotAFile` an `Io(EINVAL)`), or is not sent at all (`None`: a
+    /// a plain `LogEnd`, `ArchMismatch` the older `WrongArch`, `NotAFile` an `Io(EINVAL)`,
+    /// a full `LogReads` an `Io(EBUSY)`), or is not sent at all (`None`: a
     /// notification that version does not know). The runtime passes every message for a
     /// client through this, so an accepted older client never sees an unknown index.
     pub fn for_version(self, version: u16) -> Option<Message<'a>> {
-        if version >= 4 {
+        if version >= 5 {
             return Some(self);
         }
         let message = match self {
+            Message::Reply {
+                id,
+                reply: Reply::Error(Error::Full(Table::LogReads)),
+            } => Message::Reply {
+                id,
+                reply: Reply::Error(Error::Io(EBUSY)),
+            },
+            other => other,
+        };
+        if version >= 4 {
+            return Some(message);
+        }
+        let message = match message {
             Message::Reply {
                 id,
                 reply: Reply::Error(Error::BadPackage(PackageError::NotAFile)),

@@ -943,6 +943,13 @@ fn an_older_client_gets_only_what_its_version_knows() {
         assert_eq!(not_a_file.clone().for_version(older), Some(io));
     }
     assert_eq!(not_a_file.clone().for_version(4), Some(not_a_file));
+    // `LogReads` is new in version 5: older clients get EBUSY.
+    let log_reads = reply(Reply::Error(Error::Full(Table::LogReads)));
+    for older in [1, 2, 3, 4] {
+        let io = reply(Reply::Error(Error::Io(16)));
+        assert_eq!(log_reads.clone().for_version(older), Some(io));
+    }
+    assert_eq!(log_reads.clone().for_version(5), Some(log_reads));
     // Everything version 1 has passes unchanged.
     for m in samples() {
         let v1 = !matches!(

@@ -4,7 +4,7 @@
 
 use nanostar_protocol::console::{
     Error, FrameError, Message, Notification, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Reply,
-    Request, VersionMismatch, Violation, Welcome, peek_hello_version, peek_request_id,
+    Request, Table, VersionMismatch, Violation, Welcome, peek_hello_version, peek_request_id,
 };
 use nanostar_protocol::limits::MAX_FRAME_LEN;
 use nanostar_protocol::permissions::Permissions;
@@ -302,6 +302,11 @@ impl<'c> Runtime<'c> {
             Answer::Now(reply) => client.reply(id, reply),
             Answer::Refused(refusal) => client.refuse(id, &refusal),
             Answer::Violation(why) => client.violation(id, why),
+            // One log at a time: a second read would take the first one's place, and
+            // the first would never end.
+            Answer::Follow(_) if client.logs.is_some() => {
+                client.reply(id, Reply::Error(Error::Full(Table::LogReads)))
+            }
             Answer::Follow(reader) => client.logs = Some(reader),
             Answer::Later => {}
         }

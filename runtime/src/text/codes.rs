@@ -25,7 +25,7 @@ use nanostar_protocol::console::{Error, PackageError};
 /// | `already-mounted` | `AlreadyMounted` |
 /// | `not-mounted` | `NotMounted` |
 /// | `device-mapper-missing` | `DeviceMapperMissing` |
-/// | `full` | `Full` (`reason`: the table: `clients`, `packages`, `mounts`, `containers`, `installs`, `subscribers`) |
+/// | `full` | `Full` (`reason`: the table: `clients`, `packages`, `mounts`, `containers`, `installs`, `subscribers`, `log-reads`) |
 /// | `shutting-down` | `ShuttingDown` |
 /// | `io` | `Io` |
 /// | `already-running` | `AlreadyRunning` |
@@ -88,7 +88,7 @@ const MOUNT_STEP_CODES: &str = "geometry loop-control loop-attach dm-control dm-
     dm-create dm-table-load dm-resume dm-node mount umount dm-remove";
 
 /// The `reason` of `full`: the table, by wire index of [`Table`].
-const TABLE_CODES: &str = "clients packages mounts containers installs subscribers";
+const TABLE_CODES: &str = "clients packages mounts containers installs subscribers log-reads";
 
 /// The `reason` of `protocol-violation`, by wire index of [`Violation`].
 const VIOLATION_CODES: &str =

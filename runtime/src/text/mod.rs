@@ -76,6 +76,9 @@ pub fn error_text(e: &Error) -> &'static str {
         Error::Full(Table::Subscribers) => {
             "too many clients follow notifications or logs; try again"
         }
+        Error::Full(Table::LogReads) => {
+            "this connection reads a log already (one at a time; open another connection)"
+        }
         Error::ShuttingDown => "the runtime is shutting down",
         Error::Io(_) => "a system call failed in the runtime",
         Error::AlreadyRunning => "the container is running already",

@@ -446,6 +446,7 @@ fn json_codes_are_one_per_error_in_wire_order() {
         Table::Containers,
         Table::Installs,
         Table::Subscribers,
+        Table::LogReads,
     ]
     .into_iter()
     .enumerate()
