@@ -58,7 +58,8 @@ pub const CLIENT_READ_LEN: usize = 4096;
 /// cannot hold the loop.
 pub const CLIENT_READS_PER_TURN: usize = 4;
 /// Bytes of a passed package (an install by descriptor) copied per loop turn, so the loop
-/// stays responsive while a large package is copied.
+/// stays responsive while a large package is copied. Also the slice of an install whose
+/// writeback is started at once, and the slice waited for per turn before its `fsync`.
 pub const INSTALL_PUMP_SLICE: usize = 1 << 20;
 /// The stack buffer one copy step of an install uses.
 pub const INSTALL_COPY_LEN: usize = 8192;

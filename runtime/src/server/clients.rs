@@ -35,14 +35,32 @@ pub struct Upload {
     pub id: u32,
     /// The file being written.
     pub install: Install,
-    /// The package as a passed descriptor, copied a slice per loop turn; `None` when the
-    /// client streams chunks.
-    pub source: Option<OwnedFd>,
-    /// When it times out (renewed by each chunk or slice).
+    /// Where its bytes come from, or that they are all in.
+    pub stage: Stage,
+    /// When it times out (renewed by each chunk or slice, copied or synced).
     pub deadline: Timespec,
     /// The package the client announced (`Request::Install`) and whether it replaces
     /// the installed one.
     pub announced: Option<(String<MAX_NAME_LEN>, Version, bool)>,
+}
+
+impl Upload {
+    /// Whether its client said all there is (or passed it all): a chunk or end for it now
+    /// finds no install, as it did once the install was finished.
+    pub fn ended(&self) -> bool {
+        matches!(self.stage, Stage::Syncing)
+    }
+}
+
+/// The stage of an [`Upload`].
+pub enum Stage {
+    /// The client streams chunks, then says `InstallEnd`.
+    Streamed,
+    /// The package as a passed descriptor, copied a slice per loop turn.
+    Passed(OwnedFd),
+    /// Every byte is in: written back a slice per loop turn (`Install::sync_slice`), so
+    /// the final `fsync` holds the loop no longer than a slice does; then finished.
+    Syncing,
 }
 
 /// One console connection.

@@ -10,7 +10,7 @@ use nanostar_protocol::limits::MAX_CHUNK_LEN;
 use nanostar_protocol::version::Version;
 
 use super::Runtime;
-use super::clients::{Client, Token, Upload};
+use super::clients::{Client, Stage, Token, Upload};
 use super::dispatch::Answer;
 use super::errors::Refusal;
 use crate::container::table::{Table, Waiter};
@@ -166,7 +166,10 @@ impl<'c> Runtime<'c> {
             Ok(install) => install,
             Err(e) => return Refusal::from(e).into(),
         };
-        let streamed = source.is_none();
+        let (streamed, stage) = match source {
+            Some(passed) => (false, Stage::Passed(passed)),
+            None => (true, Stage::Streamed),
+        };
         let announced = announced
             .and_then(|(p, replace)| Some((String::try_from(p.name).ok()?, p.version, replace)));
         let deadline = after_ms(self.config.limits.install_timeout_ms);
@@ -175,7 +178,7 @@ impl<'c> Runtime<'c> {
             c.upload = Some(Upload {
                 id: waiter.id,
                 install,
-                source,
+                stage,
                 deadline,
                 announced,
             });
@@ -235,7 +238,11 @@ impl<'c> Runtime<'c> {
         let Some(client) = self.clients.get(waiter.client) else {
             return Answer::Later;
         };
-        let Some(upload) = client.upload.as_mut().filter(|u| u.id == waiter.id) else {
+        let Some(upload) = client
+            .upload
+            .as_mut()
+            .filter(|u| u.id == waiter.id && !u.ended())
+        else {
             return no_install(client, waiter.id);
         };
         upload.deadline = after_ms(timeout);
@@ -254,18 +261,28 @@ impl<'c> Runtime<'c> {
         }
     }
 
+    /// The last chunk of a streamed install is in: it is synced a slice per turn from
+    /// now on, and answered when finished (`pump_uploads`).
     #[inline(never)]
     pub(super) fn install_end(&mut self, waiter: Waiter) -> Answer<'static> {
+        let timeout = self.config.limits.install_timeout_ms;
         let Some(client) = self.clients.get(waiter.client) else {
             return Answer::Later;
         };
-        let Some(upload) = client.upload.take_if(|u| u.id == waiter.id) else {
+        let Some(upload) = client
+            .upload
+            .as_mut()
+            .filter(|u| u.id == waiter.id && !u.ended())
+        else {
             return no_install(client, waiter.id);
         };
-        if upload.install.written() != upload.install.expected() || upload.source.is_some() {
+        let complete = upload.install.written() == upload.install.expected();
+        if !complete || !matches!(upload.stage, Stage::Streamed) {
+            client.upload = None;
             return Answer::Violation(Violation::InstallSize);
         }
-        self.finish_upload(waiter.client, upload);
+        upload.stage = Stage::Syncing;
+        upload.deadline = after_ms(timeout);
         Answer::Later
     }
 
@@ -311,8 +328,9 @@ impl<'c> Runtime<'c> {
         }
     }
 
-    /// Copies the next slice of every passed package, so a large install shares the loop
-    /// with everyone else; finishes those that are complete.
+    /// Copies the next slice of every passed package and syncs the next slice of every
+    /// complete one, so a large install shares the loop with everyone else (its copy and
+    /// its writeback alike); finishes those that are on the device.
     pub(super) fn pump_uploads(&mut self) {
         let timeout = self.config.limits.install_timeout_ms;
         for token in self.clients.tokens() {
@@ -322,15 +340,24 @@ impl<'c> Runtime<'c> {
             let Some(upload) = client.upload.as_mut() else {
                 continue;
             };
-            let Some(source) = upload.source.as_ref() else {
-                continue;
+            let synced = match &upload.stage {
+                Stage::Streamed => continue,
+                Stage::Passed(source) => upload
+                    .install
+                    .copy_from(source, INSTALL_PUMP_SLICE)
+                    .map(|_| false),
+                Stage::Syncing => upload.install.sync_slice(),
             };
-            match upload.install.copy_from(source, INSTALL_PUMP_SLICE) {
-                Ok(_) if upload.install.written() < upload.install.expected() => {
+            match synced {
+                Ok(false) => {
+                    if upload.install.written() == upload.install.expected() {
+                        // Copied: the descriptor goes, the writeback waits follow.
+                        upload.stage = Stage::Syncing;
+                    }
                     upload.deadline = after_ms(timeout);
                     continue;
                 }
-                Ok(_) => {
+                Ok(true) => {
                     if let Some(done) = client.upload.take() {
                         self.finish_upload(token, done);
                     }
@@ -346,11 +373,14 @@ impl<'c> Runtime<'c> {
         }
     }
 
-    /// Whether a passed package is being copied: the loop must not sleep then.
+    /// Whether a passed package is being copied or an install synced: the loop must not
+    /// sleep then.
     pub(super) fn pumping(&self) -> bool {
-        self.clients
-            .iter()
-            .any(|c| c.upload.as_ref().is_some_and(|u| u.source.is_some()))
+        self.clients.iter().any(|c| {
+            c.upload
+                .as_ref()
+                .is_some_and(|u| !matches!(u.stage, Stage::Streamed))
+        })
     }
 
     /// Ends the installs whose deadline passed.

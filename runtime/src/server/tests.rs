@@ -21,6 +21,7 @@ use nanostar_tools::package::{PackInput, pack};
 
 use super::*;
 use crate::config;
+use crate::limits::INSTALL_PUMP_SLICE;
 
 /// A runtime over a temp dir, with its tables leaked (a test runs once).
 struct Fixture {
@@ -34,10 +35,15 @@ struct Peer {
     token: clients::Token,
 }
 
-/// An NPK of package `name` 1.0.0 (an app unless `resource`).
+/// An NPK of package `name` 1.0.0, an app.
 fn npk(name: &str) -> StdVec<u8> {
+    npk_holding(name, b"hello\n")
+}
+
+/// An NPK of package `name` 1.0.0 whose image holds `data` in a file.
+fn npk_holding(name: &str, data: &[u8]) -> StdVec<u8> {
     let root = tempfile::tempdir().unwrap();
-    std::fs::write(root.path().join("hello.txt"), b"hello\n").unwrap();
+    std::fs::write(root.path().join("hello.txt"), data).unwrap();
     let toml = format!(
         "name = \"{name}\"\nversion = \"1.0.0\"\ninit = \"/bin/app\"\nuid = 1000\ngid = 1000\n"
     );
@@ -322,7 +328,9 @@ fn a_streamed_install_lands_once_and_a_duplicate_is_refused() {
         );
         assert!(sent.is_empty(), "a chunk has no reply: {sent:?}");
     }
-    let installed = f.request(&mut peer, Request::InstallEnd);
+    let ended = f.send(&mut peer, &install_end());
+    assert!(ended.is_empty(), "answered once synced: {ended:?}");
+    let (installed, _) = f.sync_upload(&mut peer);
     assert!(
         installed.contains("Installed") && installed.contains("\"fresh\""),
         "{installed}"
@@ -352,6 +360,132 @@ fn a_streamed_install_lands_once_and_a_duplicate_is_refused() {
 
 /// Chunks small enough for one frame.
 const MAX_CHUNK: usize = nanostar_protocol::limits::MAX_CHUNK_LEN;
+
+fn install_end() -> Message<'static> {
+    Message::Request {
+        id: 1,
+        request: Request::InstallEnd,
+    }
+}
+
+/// `len` bytes no compressor shrinks (xorshift), so the package is about as large.
+fn noise(len: usize) -> StdVec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+impl Fixture {
+    /// Begins a streamed install of `bytes` as request 1 and sends every chunk, not the
+    /// end.
+    fn stream(&mut self, peer: &mut Peer, bytes: &[u8]) {
+        let begin = Request::InstallBegin {
+            repository: "default",
+            size: bytes.len() as u64,
+            fd: false,
+        };
+        assert!(self.request(peer, begin).contains("InstallAccepted"));
+        for chunk in bytes.chunks(MAX_CHUNK) {
+            let chunk = Message::Request {
+                id: 1,
+                request: Request::InstallChunk { data: chunk },
+            };
+            let sent = self.send(peer, &chunk);
+            assert!(sent.is_empty(), "a chunk has no reply: {sent:?}");
+        }
+    }
+
+    /// Runs the install pump, a loop turn at a time, until `peer` is answered; the
+    /// answer and the turns it took.
+    fn sync_upload(&mut self, peer: &mut Peer) -> (StdString, usize) {
+        for turn in 1..=1000 {
+            self.runtime.pump_uploads();
+            let mut frames = self.answered(peer);
+            if !frames.is_empty() {
+                assert_eq!(frames.len(), 1, "{frames:?}");
+                return (frames.remove(0), turn);
+            }
+        }
+        panic!("no answer in 1000 turns");
+    }
+}
+
+#[test]
+fn an_install_is_synced_a_slice_per_turn_while_others_are_served() {
+    let mut f = Fixture::new(&["app"], "uid.0 = \"full\"");
+    let mut installer = f.connect(0);
+    let mut lister = f.connect(0);
+    let bytes = npk_holding("big", &noise(3 * INSTALL_PUMP_SLICE + 12345));
+    let slices = bytes.len().div_ceil(INSTALL_PUMP_SLICE);
+    assert!(slices >= 4, "{slices}");
+    f.stream(&mut installer, &bytes);
+    // Every byte is in, none answered: the end waits for the writeback, not the loop.
+    let ended = f.send(&mut installer, &install_end());
+    assert!(ended.is_empty(), "answered before it was synced: {ended:?}");
+    f.runtime.pump_uploads();
+    assert!(f.answered(&mut installer).is_empty(), "one slice, not all");
+    assert_eq!(f.repo_files(), [".tmp-1", "app.npk"]);
+    // Mid-sync, another client is served.
+    let list = f.request(&mut lister, Request::List { after: None });
+    assert!(
+        list.contains("Packages") && list.contains("\"app\"") && !list.contains("\"big\""),
+        "{list}"
+    );
+    assert!(f.answered(&mut installer).is_empty());
+    let (installed, turns) = f.sync_upload(&mut installer);
+    assert!(installed.contains("Installed"), "{installed}");
+    // A slice per turn: `slices` turns in all, the first one above.
+    assert_eq!(turns + 1, slices, "{installed}");
+    assert_eq!(f.repo_files(), ["app.npk", "big-1.0.0.npk"]);
+    let list = f.request(&mut lister, Request::List { after: None });
+    assert!(list.contains("\"big\""), "{list}");
+}
+
+#[test]
+fn an_install_aborted_timed_out_or_left_while_syncing_leaves_nothing() {
+    let mut f = Fixture::configured(&[], "uid.0 = \"full\"", "install_timeout_ms = 1");
+    let bytes = npk_holding("big", &noise(2 * INSTALL_PUMP_SLICE));
+    let syncing = |f: &mut Fixture| {
+        let mut peer = f.connect(0);
+        f.stream(&mut peer, &bytes);
+        assert!(f.send(&mut peer, &install_end()).is_empty());
+        f.runtime.pump_uploads();
+        assert!(f.answered(&mut peer).is_empty(), "still syncing");
+        assert_eq!(f.repo_files().len(), 1, "{:?}", f.repo_files());
+        assert!(f.repo_files()[0].starts_with(".tmp-"));
+        peer
+    };
+    // Aborted.
+    let mut peer = syncing(&mut f);
+    let abort = f.request(&mut peer, Request::InstallAbort);
+    assert!(abort.contains("Ok"), "{abort}");
+    assert!(f.repo_files().is_empty(), "{:?}", f.repo_files());
+    f.runtime.pump_uploads();
+    assert!(f.answered(&mut peer).is_empty(), "no install to answer");
+    // Timed out: each synced slice renews the deadline, a turn without one lets it pass.
+    let mut peer = syncing(&mut f);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    f.runtime.expire_uploads();
+    let frames = f.answered(&mut peer);
+    assert!(
+        frames.len() == 1 && frames[0].contains("InstallTimeout"),
+        "{frames:?}"
+    );
+    assert!(f.repo_files().is_empty(), "{:?}", f.repo_files());
+    // Its client gone.
+    let peer = syncing(&mut f);
+    drop(peer.stream);
+    f.runtime.read_client(peer.token);
+    f.runtime.clients.settle_all(&f.runtime.poll);
+    assert!(f.runtime.clients.get_ref(peer.token).is_none());
+    assert!(f.repo_files().is_empty(), "{:?}", f.repo_files());
+}
 
 #[test]
 fn container_requests_name_what_is_missing() {

@@ -17,6 +17,7 @@ pub mod peer;
 pub mod process;
 pub mod signals;
 mod syscall;
+pub mod writeback;
 
 /// The program's arguments (argv[1..]) as bytes.
 #[cfg(nanostar_device)]

@@ -24,6 +24,13 @@ pub const RT_SIGPROCMASK: usize = nr::__NR_rt_sigprocmask as usize;
 pub const SECCOMP: usize = nr::__NR_seccomp as usize;
 /// `signalfd4(2)`.
 pub const SIGNALFD4: usize = nr::__NR_signalfd4 as usize;
+/// `sync_file_range(2)`.
+#[cfg(not(target_arch = "arm"))]
+pub const SYNC_FILE_RANGE: usize = nr::__NR_sync_file_range as usize;
+/// `sync_file_range2(2)`: arm's `sync_file_range`, the flags second so that the 64-bit
+/// offset and length each fall on an even register pair (EABI).
+#[cfg(target_arch = "arm")]
+pub const SYNC_FILE_RANGE2: usize = nr::__NR_sync_file_range2 as usize;
 /// `tgkill(2)`, for the signal tests.
 #[cfg(test)]
 pub const TGKILL: usize = nr::__NR_tgkill as usize;

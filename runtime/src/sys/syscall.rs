@@ -1,4 +1,4 @@
-//! Raw system calls with up to five arguments, for the few calls rustix does not have
+//! Raw system calls with up to six arguments, for the few calls rustix does not have
 //! (their numbers are in [`super::nr`]), and `exit_group`.
 
 use rustix::io::Errno;
@@ -14,13 +14,33 @@ pub unsafe fn raw4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isi
     unsafe { raw5(nr, a0, a1, a2, a3, 0) }
 }
 
-/// Makes system call `nr` with five arguments and returns the kernel's raw result.
+/// Makes system call `nr` with five arguments (a zero sixth, which the kernel ignores).
 ///
 /// # Safety
 /// The arguments must be what the kernel expects for `nr`: pointers valid for what the
 /// call reads or writes.
 #[inline]
 pub unsafe fn raw5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> isize {
+    // SAFETY: the caller vouches for the five arguments; the sixth is unused by `nr`.
+    unsafe { raw6(nr, a0, a1, a2, a3, a4, 0) }
+}
+
+/// Makes system call `nr` with six arguments and returns the kernel's raw result (six
+/// for `sync_file_range2` on arm, whose two 64-bit arguments take two registers each).
+///
+/// # Safety
+/// The arguments must be what the kernel expects for `nr`: pointers valid for what the
+/// call reads or writes.
+#[inline]
+pub unsafe fn raw6(
+    nr: usize,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+) -> isize {
     let ret: isize;
     // SAFETY: a system call instruction with the registers each ABI assigns; the caller
     // vouches for the arguments. On arm, r7 holds the number but cannot be an operand
@@ -30,7 +50,7 @@ pub unsafe fn raw5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: us
         core::arch::asm!(
             "syscall",
             inlateout("rax") nr as isize => ret,
-            in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3, in("r8") a4,
+            in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3, in("r8") a4, in("r9") a5,
             lateout("rcx") _, lateout("r11") _,
             options(nostack),
         );
@@ -39,7 +59,7 @@ pub unsafe fn raw5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: us
             "svc 0",
             in("x8") nr,
             inlateout("x0") a0 as isize => ret,
-            in("x1") a1, in("x2") a2, in("x3") a3, in("x4") a4,
+            in("x1") a1, in("x2") a2, in("x3") a3, in("x4") a4, in("x5") a5,
             options(nostack),
         );
         #[cfg(target_arch = "arm")]
@@ -51,7 +71,7 @@ pub unsafe fn raw5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: us
             nr = in(reg) nr,
             saved = out(reg) _,
             inlateout("r0") a0 as isize => ret,
-            in("r1") a1, in("r2") a2, in("r3") a3, in("r4") a4,
+            in("r1") a1, in("r2") a2, in("r3") a3, in("r4") a4, in("r5") a5,
             options(nostack),
         );
     }

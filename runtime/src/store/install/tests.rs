@@ -11,8 +11,13 @@ use nanostar_tools::package::{PackInput, pack};
 use super::*;
 
 fn package(name: &str, key: Option<&ed25519_compact::KeyPair>) -> StdVec<u8> {
+    package_holding(name, key, &[7u8; 50_000])
+}
+
+/// A package whose image holds `data` in a file.
+fn package_holding(name: &str, key: Option<&ed25519_compact::KeyPair>, data: &[u8]) -> StdVec<u8> {
     let root = tempfile::tempdir().unwrap();
-    std::fs::write(root.path().join("data"), vec![7u8; 50_000]).unwrap();
+    std::fs::write(root.path().join("data"), data).unwrap();
     let source = SourceManifest::parse(&format!(
         "name = \"{name}\"\nversion = \"2.0.0\"\nuid = 1\ngid = 1\n"
     ))
@@ -176,6 +181,45 @@ fn a_passed_descriptor_is_copied_in_steps() {
     assert_eq!(
         short.copy_from(&source, 1 << 20),
         Err(InstallError::Incomplete)
+    );
+}
+
+#[test]
+fn a_complete_install_is_synced_a_slice_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bytes no compressor shrinks (xorshift): the package is two and a half slices.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: StdVec<u8> = (0..INSTALL_PUMP_SLICE * 5 / 2)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let bytes = package_holding("big", None, &noise);
+    let slices = bytes.len().div_ceil(INSTALL_PUMP_SLICE);
+    assert_eq!(slices, 3, "{}", bytes.len());
+    let size = bytes.len();
+    let mut i = Install::begin(&c(dir.path()), 0, size as u64, 1 << 30, 1).unwrap();
+    for part in bytes[..size - 1].chunks(8192) {
+        i.write(part).unwrap();
+    }
+    assert_eq!(i.sync_slice(), Err(InstallError::Incomplete), "not all in");
+    i.write(&bytes[size - 1..]).unwrap();
+    assert!(!i.synced());
+    assert_eq!(i.sync_slice(), Ok(false));
+    assert_eq!(i.sync_slice(), Ok(false));
+    assert_eq!(i.sync_slice(), Ok(true), "the last part of a slice");
+    assert!(i.synced());
+    assert_eq!(i.sync_slice(), Ok(true), "nothing more to wait for");
+    let mut table = Packages::new();
+    let mut scratch = std::boxed::Box::new([0u8; SCRATCH_LEN]);
+    let p = i.finish(&[], &mut table, &mut scratch, None).unwrap();
+    assert_eq!(p.file.as_str(), "big-2.0.0.npk");
+    assert_eq!(
+        std::fs::read(dir.path().join("big-2.0.0.npk")).unwrap(),
+        bytes
     );
 }
 
