@@ -60,6 +60,10 @@ const SERVING_TIMEOUT: Duration = Duration::from_secs(120);
 /// to after the clients that still counts as "back where it started": pages of lazily
 /// used tables and of the stack touched for the first time by a rare path.
 pub const MEMORY_TOLERANCE_KB: u64 = 64;
+/// What the warm-up has each app write, so its log ring (16 KiB in the runtime) has
+/// wrapped before the first measurement: a ring's pages are touched only as output first
+/// reaches them, which over a long soak looked like growth.
+const RING_FILL_BYTES: &str = "65536";
 /// The version of every package the soak makes.
 const VERSION: Version = Version::new(1, 0, 0);
 /// The shared resource package.
@@ -1065,6 +1069,31 @@ impl Client {
         }
     }
 
+    /// Runs the app once to fill its log ring (warm-up; [`RING_FILL_BYTES`]).
+    fn fill_log(&mut self, which: usize) -> Result<(), Failure> {
+        let link = self.link.clone();
+        let name = self.name(which).to_string();
+        let seen = link.exits(&name);
+        let mut args = heapless::Vec::new();
+        for a in ["flood", RING_FILL_BYTES] {
+            let _ = args.push(a);
+        }
+        let reply = link.ask(Request::Start {
+            name: &name,
+            version: None,
+            args: Some(args),
+            env: heapless::Vec::new(),
+        })?;
+        if !matches!(reply_of(&reply), Some(Reply::Ok)) {
+            return Err(format!("filling the log of {name}: {}", debug_reply(&reply)));
+        }
+        self.models[which].mounted = true;
+        match link.wait_exit(&name, seen)? {
+            ExitStatus::Code(0) => Ok(()),
+            other => Err(format!("filling the log of {name}: it ended with {other:?}")),
+        }
+    }
+
     /// Starts the app with a short life (a line, a pause, exit 7) and follows its log to
     /// the end; the end must say how it ended, and the log must hold its line.
     fn follow(&mut self, which: usize) -> Result<Outcome, Failure> {
@@ -1123,6 +1152,15 @@ impl Client {
         }
         Ok(Outcome::Done)
     }
+}
+
+/// A step of the warm-up.
+#[derive(Debug, Clone, Copy)]
+enum Warm {
+    /// One of the soak's operations on the client's app `which`.
+    Op(Op, usize),
+    /// [`Client::fill_log`] of app `which`.
+    FillLog(usize),
 }
 
 /// What reading a log gave.
@@ -1937,26 +1975,34 @@ fn soak(
         .collect();
     // A warm-up round of every kind of work, so that the tables and buffers used only
     // once something happens are in use before the first measurement.
+    // The logs are filled right after the installs, while nothing runs.
+    let steps = [
+        Warm::Op(Op::Install, 0),
+        Warm::Op(Op::Install, 1),
+        Warm::FillLog(0),
+        Warm::FillLog(1),
+        Warm::Op(Op::Start, 0),
+        Warm::Op(Op::Start, 1),
+        Warm::Op(Op::Logs, 0),
+        Warm::Op(Op::List, 0),
+        Warm::Op(Op::Stop, 0),
+        Warm::Op(Op::Kill, 1),
+        Warm::Op(Op::Follow, 0),
+        Warm::Op(Op::Inspect, 1),
+    ];
     for client in &mut clients {
-        for (op, which) in [
-            (Op::Install, 0),
-            (Op::Install, 1),
-            (Op::Start, 0),
-            (Op::Start, 1),
-            (Op::Logs, 0),
-            (Op::List, 0),
-            (Op::Stop, 0),
-            (Op::Kill, 1),
-            (Op::Follow, 0),
-            (Op::Inspect, 1),
-        ] {
-            if let Err(e) = client.op(op, which) {
-                let name = client.name(which).to_string();
-                client.failures.push(format!(
-                    "warm-up of client {}: {} {name}: {e}",
-                    client.index,
-                    op.name()
-                ));
+        for step in steps {
+            let (what, done) = match step {
+                Warm::Op(op, which) => (
+                    format!("{} {}", op.name(), client.name(which)),
+                    client.op(op, which).map(|_| ()),
+                ),
+                Warm::FillLog(which) => ("fill-log".to_string(), client.fill_log(which)),
+            };
+            if let Err(e) = done {
+                client
+                    .failures
+                    .push(format!("warm-up of client {}: {what}: {e}", client.index));
                 client.resync().map_err(anyhow::Error::msg)?;
             }
         }
