@@ -933,6 +933,63 @@ fn a_package_seccomp_filter_is_loaded_and_enforced() {
     assert_eq!(mode, Some("0"), "{log}");
 }
 
+#[test]
+fn the_default_profile_refuses_namespaces_through_clone_and_clone3() {
+    if !is_root() {
+        eprintln!("note: not root, runtime not started");
+        return;
+    }
+    let rt = Runtime::start();
+    // No `[seccomp]` table: the default profile.
+    install_probe(&rt, "plain", "1.0.0", "");
+    // `clone` allowed by name: every clone, as the manifest says; clone3 still out.
+    install_probe(
+        &rt,
+        "cloner",
+        "1.0.0",
+        "[seccomp]\nprofile = \"default\"\n[seccomp.allow]\nclone = \"any\"\n",
+    );
+    // The control: without a filter this host lets the app make a user namespace, so
+    // the refusals below are the filter's.
+    install_probe(
+        &rt,
+        "free",
+        "1.0.0",
+        "[seccomp]\nprofile = \"unconfined\"\n",
+    );
+    let mut console = rt.console();
+    let calls = [
+        "clone", "user", "clone3", "user", "clone", "none", "clone3", "none", "spawn",
+    ];
+    let (status, log) = console.run("free", &calls[..8]);
+    assert_eq!(status, "Code(0)", "{log}");
+    assert_eq!(
+        log,
+        "clone user ok\nclone3 user ok\nclone none ok\nclone3 none ok\n"
+    );
+    // EPERM (1) for the namespace, ENOSYS (38) for clone3 whatever it asks; a plain
+    // clone works, and so does the probe's fork (clone3, then clone on ENOSYS).
+    let (status, log) = console.run("plain", &calls);
+    assert_eq!(status, "Code(0)", "{log}");
+    let (log, spawned) = log.split_at(log.find("spawned ").expect(&log));
+    assert_eq!(
+        log,
+        "clone user errno 1\nclone3 user errno 38\nclone none ok\nclone3 none errno 38\n"
+    );
+    assert!(
+        spawned.trim_end()["spawned ".len()..]
+            .parse::<u32>()
+            .is_ok(),
+        "{spawned}"
+    );
+    let (status, log) = console.run("cloner", &calls[..8]);
+    assert_eq!(status, "Code(0)", "{log}");
+    assert_eq!(
+        log,
+        "clone user ok\nclone3 user errno 38\nclone none ok\nclone3 none errno 38\n"
+    );
+}
+
 /// The state letter of process `pid` (`/proc/PID/stat`: `S` sleeping, `T` stopped, ...).
 fn process_state(pid: &str) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

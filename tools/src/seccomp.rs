@@ -14,11 +14,20 @@
 //!    `ret ALLOW`.
 //! 3. Syscalls allowed for some argument values: a block per syscall, skipped unless the
 //!    number matches; inside it every test that matches returns `ALLOW`, and the block ends
-//!    in the default action (no other block can match the same number).
+//!    in the default action (no other block can match the same number) — or, for the
+//!    default profile's `clone` (allowed without namespace flags), in `ERRNO(EPERM)`.
 //! 4. The default action: `ERRNO(ENOSYS)`. Not `EPERM`: glibc falls back from `clone3` to
 //!    `clone` only on `ENOSYS`, and programs generally treat `ENOSYS` as "not supported
 //!    here" and carry on, where `EPERM` is an error. Not `KILL`: a denied syscall should be
 //!    a failing call the program can report, not a mysterious `SIGSYS`.
+//!
+//! Under the default profile a `clone` with a namespace flag gets `EPERM`, what the kernel
+//! itself answers an unprivileged namespace request (and Docker's profile too): here the
+//! call exists and works, only this use of it is refused, and `ENOSYS` would send libc
+//! looking for another call that is not there. Manifest rules for `clone` add up with the
+//! profile's as for any syscall: `clone = "any"` allows every `clone`, namespaces included;
+//! an argument rule allows the calls it matches on top of the profile's, and the rest still
+//! get `EPERM`.
 //!
 //! `execve` is always allowed: the runtime installs the filter and then execs the app, so
 //! a filter without it could never start anything.
@@ -33,7 +42,7 @@ use nanostar_protocol::limits::MAX_SECCOMP_INSTRUCTIONS;
 use nanostar_protocol::npk::Arch;
 use nanostar_protocol::npk::seccomp::Instruction;
 
-use default_profile::DEFAULT_PROFILE;
+use default_profile::{CLONE_NAMESPACE_FLAGS, DEFAULT_PROFILE};
 
 /// Which base list of syscalls a policy starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +162,12 @@ const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 /// `ENOSYS` (the same number on all supported architectures).
 const ENOSYS: u32 = 38;
+/// `EPERM` (the same number on all supported architectures).
+const EPERM: u32 = 1;
 /// What a syscall the policy does not allow gets.
 const RET_DENY: u32 = SECCOMP_RET_ERRNO | ENOSYS;
+/// What the default profile's `clone` gets for a namespace flag.
+const RET_DENY_NAMESPACE: u32 = SECCOMP_RET_ERRNO | EPERM;
 
 // Offsets in `struct seccomp_data { int nr; u32 arch; u64 ip; u64 args[6]; }`.
 const OFFSET_NR: u32 = 0;
@@ -261,12 +274,24 @@ pub fn compile(
 }
 
 /// Argument tests under which one syscall is allowed; any one passing allows it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ArgTests {
     /// `(index, value)`: the argument equals the value.
     values: BTreeSet<(u8, u64)>,
     /// `(index, mask)`: the argument has no bits outside the mask.
     masks: BTreeSet<(u8, u64)>,
+    /// What a call that passes no test gets.
+    deny: u32,
+}
+
+impl ArgTests {
+    fn new(deny: u32) -> ArgTests {
+        ArgTests {
+            values: BTreeSet::new(),
+            masks: BTreeSet::new(),
+            deny,
+        }
+    }
 }
 
 /// How one syscall is allowed.
@@ -292,6 +317,19 @@ impl Policy {
                 policy.allow_always(nr);
             }
         }
+        if profile == Profile::Default {
+            // `clone`'s flags are argument 0 on every supported ABI, and the kernel reads
+            // only their low 32 bits (`lower_32_bits(clone_flags)`), so the high ones are
+            // allowed and no namespace flag may be set in the low ones.
+            let no_namespace = ArgRule {
+                index: 0,
+                values: &[],
+                mask: Some(!u64::from(CLONE_NAMESPACE_FLAGS)),
+            };
+            if let Some(nr) = syscall_number(arch, "clone") {
+                policy.allow_when(nr, &no_namespace, RET_DENY_NAMESPACE);
+            }
+        }
         for rule in allow {
             policy.add_rule(arch, rule)?;
         }
@@ -307,7 +345,7 @@ impl Policy {
             None => self.allow_always(nr),
             Some(args) => {
                 check_arg_rule(rule.name, args)?;
-                self.allow_when(nr, args);
+                self.allow_when(nr, args, RET_DENY);
             }
         }
         Ok(())
@@ -317,11 +355,13 @@ impl Policy {
         self.0.insert(nr, Allowance::Always);
     }
 
-    fn allow_when(&mut self, nr: u32, args: &ArgRule) {
+    /// Adds `args` to the tests of `nr`; `deny` is what a call passing none gets, unless
+    /// earlier tests already chose it (the profile's come first).
+    fn allow_when(&mut self, nr: u32, args: &ArgRule, deny: u32) {
         let allowance = self
             .0
             .entry(nr)
-            .or_insert_with(|| Allowance::When(ArgTests::default()));
+            .or_insert_with(|| Allowance::When(ArgTests::new(deny)));
         if let Allowance::When(tests) = allowance {
             tests
                 .values
@@ -441,7 +481,7 @@ fn conditional_block(nr: u32, tests: &ArgTests) -> Vec<Instruction> {
     for (index, mask) in &tests.masks {
         body.extend(mask_block(*index, *mask));
     }
-    body.push(ret(RET_DENY));
+    body.push(ret(tests.deny));
 
     let mut block = if body.len() <= MAX_JUMP {
         vec![jump(BPF_JEQ_K, nr, 0, body.len())]
@@ -488,8 +528,17 @@ fn values_block(index: u8, high: u32, lows: &[u32]) -> Vec<Instruction> {
 }
 
 /// `ALLOW` if argument `index` has no bit set outside `mask`; falls through otherwise.
+/// A mask that allows every high bit (the default profile's `clone`) tests the low word
+/// only.
 fn mask_block(index: u8, mask: u64) -> Vec<Instruction> {
     let (forbidden_high, forbidden_low) = split(!mask);
+    if forbidden_high == 0 {
+        return vec![
+            load(arg_low(index)),
+            jump(BPF_JSET_K, forbidden_low, 1, 0),
+            ret(SECCOMP_RET_ALLOW),
+        ];
+    }
     vec![
         load(arg_low(index)),
         jump(BPF_JSET_K, forbidden_low, 3, 0),

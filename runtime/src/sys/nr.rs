@@ -4,6 +4,8 @@
 
 use linux_raw_sys::general as nr;
 
+/// `clone(2)`, where `clone3` is refused (seccomp filters that cannot read its flags).
+pub const CLONE: usize = nr::__NR_clone as usize;
 /// `clone3(2)`.
 pub const CLONE3: usize = nr::__NR_clone3 as usize;
 /// `close_range(2)`.

@@ -4,7 +4,8 @@
 pub const USAGE: &[u8] =
     b"usage: probe [COMMAND [ARG]...]... with COMMAND one of: print TEXT | eprint TEXT | \
 exit N | crash | kill-self SIG | sleep MS | pause | block-term | cat PATH | read PATH | \
-write PATH TEXT | touch PATH | mkdir PATH | ls PATH | stat PATH | flood BYTES | spawn | report";
+write PATH TEXT | touch PATH | mkdir PATH | ls PATH | stat PATH | flood BYTES | spawn | \
+clone none|user | clone3 none|user | report";
 
 /// One command with its arguments (which live as long as the process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +44,33 @@ pub enum Command {
     Flood(u64),
     /// `spawn`: fork a child that sleeps forever; print `spawned PID`.
     Spawn,
+    /// `clone NS`: a raw `clone` (fork semantics) into namespace NS; the child exits at
+    /// once and is reaped. Prints `clone NS ok` or `clone NS errno N`, and carries on
+    /// either way: the errno is the result (what a seccomp filter answered).
+    Clone(Namespace),
+    /// `clone3 NS`: the same through `clone3`; prints `clone3 NS ok` or `clone3 NS errno N`.
+    Clone3(Namespace),
     /// `report`: what the process sees, one `key value` per line, then `end`.
     Report,
+}
+
+/// The namespace `clone`/`clone3` ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// `none`: a plain fork.
+    None,
+    /// `user`: `CLONE_NEWUSER`.
+    User,
+}
+
+impl Namespace {
+    /// The word for it on the command line and in the output.
+    pub fn word(self) -> &'static [u8] {
+        match self {
+            Namespace::None => b"none",
+            Namespace::User => b"user",
+        }
+    }
 }
 
 /// A word of the command line that is not a command or not a valid argument, or the
@@ -78,6 +104,8 @@ impl Command {
             Command::Stat(_) => b"stat",
             Command::Flood(_) => b"flood",
             Command::Spawn => b"spawn",
+            Command::Clone(_) => b"clone",
+            Command::Clone3(_) => b"clone3",
             Command::Report => b"report",
         }
     }
@@ -137,6 +165,8 @@ pub fn next(args: &mut impl Iterator<Item = &'static [u8]>) -> Option<Result<Ste
             b"stat" => Command::Stat(arg()?),
             b"flood" => Command::Flood(parse(arg()?)?),
             b"spawn" => Command::Spawn,
+            b"clone" => Command::Clone(namespace(arg()?)?),
+            b"clone3" => Command::Clone3(namespace(arg()?)?),
             b"report" => Command::Report,
             _ => {
                 return Err(BadWord {
@@ -150,6 +180,17 @@ pub fn next(args: &mut impl Iterator<Item = &'static [u8]>) -> Option<Result<Ste
         command,
         arg: first.unwrap_or(b"-"),
     }))
+}
+
+/// `none` or `user`.
+fn namespace(word: &'static [u8]) -> Result<Namespace, BadWord> {
+    [Namespace::None, Namespace::User]
+        .into_iter()
+        .find(|ns| ns.word() == word)
+        .ok_or(BadWord {
+            word,
+            missing_argument: false,
+        })
 }
 
 /// A decimal number without sign that fits `T`.
@@ -198,6 +239,10 @@ mod tests {
             "spawn",
             "kill-self",
             "15",
+            "clone",
+            "user",
+            "clone3",
+            "none",
         ])
         .unwrap();
         let commands: Vec<Command> = steps.iter().map(|s| s.command).collect();
@@ -209,10 +254,15 @@ mod tests {
                 Command::Exit(255),
                 Command::Spawn,
                 Command::KillSelf(15),
+                Command::Clone(Namespace::User),
+                Command::Clone3(Namespace::None),
             ]
         );
         let args: Vec<&[u8]> = steps.iter().map(|s| s.arg).collect();
-        assert_eq!(args, [&b"a b"[..], b"/p", b"255", b"-", b"15"]);
+        assert_eq!(
+            args,
+            [&b"a b"[..], b"/p", b"255", b"-", b"15", b"user", b"none"]
+        );
         assert_eq!(parse_all(&[]), Ok(vec![]));
     }
 
@@ -232,6 +282,8 @@ mod tests {
         assert_eq!(parse_all(&["exit", ""]), bad("", false));
         assert_eq!(parse_all(&["kill-self", "0"]), bad("0", false));
         assert_eq!(parse_all(&["kill-self", "65"]), bad("65", false));
+        assert_eq!(parse_all(&["clone", "net"]), bad("net", false));
+        assert_eq!(parse_all(&["clone3"]), bad("clone3", true));
         assert_eq!(
             parse_all(&["flood", "18446744073709551616"]),
             bad("18446744073709551616", false)

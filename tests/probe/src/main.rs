@@ -23,7 +23,7 @@ mod report;
 
 use rustix::io::Errno;
 
-use command::Command;
+use command::{Command, Namespace};
 use line::Line;
 
 /// Called by the runtime library's `_start` (`nanostar::sys::entry`).
@@ -124,9 +124,44 @@ fn execute(command: &Command) -> Result<Flow, Errno> {
             Some(pid) => Line::out().fmt(format_args!("spawned {pid}")).end(),
             None => sleep_forever(),
         },
+        Command::Clone(ns) => clone_and_say(command, ns, false)?,
+        Command::Clone3(ns) => clone_and_say(command, ns, true)?,
         Command::Report => report::report(),
     }
     Ok(Flow::Next)
+}
+
+/// Forks through `clone` (or `clone3`) into `ns`; the child exits at once and is reaped.
+/// Prints `NAME NS ok` or `NAME NS errno N`: a refused call is this command's answer, not
+/// its failure (only a failed wait is).
+fn clone_and_say(command: &Command, ns: Namespace, clone3: bool) -> Result<(), Errno> {
+    use nanostar::sys::process::{self, CloneFlags, Forked};
+    let flags = match ns {
+        Namespace::None => CloneFlags::default(),
+        Namespace::User => CloneFlags::NEWUSER,
+    };
+    let forked = if clone3 {
+        process::spawn(flags, None::<&rustix::fd::OwnedFd>).map(|forked| match forked {
+            Forked::Parent(child) => Some(child.pid),
+            Forked::Child => None,
+        })
+    } else {
+        process::clone(flags)
+    };
+    let mut line = Line::out();
+    line.bytes(command.name()).bytes(b" ").bytes(ns.word());
+    match forked {
+        Ok(None) => process::exit(0),
+        Ok(Some(pid)) => {
+            let pid = rustix::process::Pid::from_raw(pid as i32).ok_or(Errno::SRCH)?;
+            rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())?;
+            line.bytes(b" ok").end();
+        }
+        Err(errno) => line
+            .fmt(format_args!(" errno {}", errno.raw_os_error()))
+            .end(),
+    }
+    Ok(())
 }
 
 /// Sleeps `ms` milliseconds, resuming after interruptions.

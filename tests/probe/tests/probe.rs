@@ -612,3 +612,12 @@ fn spawn_leaves_a_living_child() {
     assert_eq!(exe.unwrap(), probe_binary().canonicalize().unwrap());
     kill.unwrap();
 }
+
+#[test]
+fn clone_and_clone3_fork_a_child_that_is_reaped() {
+    // Unfiltered both work (a user namespace depends on the host; the containers tests
+    // check it under the default seccomp profile).
+    let out = run(&["clone", "none", "clone3", "none", "print", "done"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "clone none ok\nclone3 none ok\ndone\n");
+}

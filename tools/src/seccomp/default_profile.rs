@@ -8,17 +8,24 @@
 //! syscalls (`breakpoint`, `cacheflush`, `set_tls`, `get_tls`) and the aliases that
 //! [`syscall_number`](super::syscall_number) resolves (`newfstatat` on aarch64).
 //!
-//! Unlike Northstar's default, `clone`, `clone3`, `fork` and `vfork` are in: without them a
-//! container cannot start a thread, and its users had to find that out the hard way. The
-//! namespace flags of `clone`/`clone3` are not filtered (clone3 passes its flags in memory,
-//! where seccomp cannot see them); whether a container may create namespaces is decided by
-//! its capabilities and the kernel's user-namespace settings, not here.
+//! Unlike Northstar's default, threads and processes work: `fork`, `vfork` and `clone` are
+//! in, without them a container cannot start a thread, and its users had to find that out
+//! the hard way. But no namespaces, whatever the kernel's user-namespace settings (an
+//! unprivileged user namespace is a large attack surface, and a way around everything
+//! else here):
+//! - `clone` is allowed only without the namespace flags of [`CLONE_NAMESPACE_FLAGS`] in
+//!   its flags (argument 0 on all three ABIs); with one it fails with `EPERM` (compiled in
+//!   [`Policy::new`](super::Policy)).
+//! - `clone3` is out, so it fails with `ENOSYS` like every call left out: it passes its
+//!   flags in memory, which seccomp cannot read. glibc (2.34 and later) falls back to
+//!   `clone` on `ENOSYS`, as it does under Docker's and podman's profiles; musl only ever
+//!   calls `clone`.
 //!
 //! Left out on purpose (a manifest can still allow any of them by name):
 //! - Mounting and the filesystem tree: `mount`, `umount2`, `pivot_root`, `chroot`, the new
 //!   mount API (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `move_mount`, `open_tree`,
 //!   `open_tree_attr`, `mount_setattr`, `statmount`, `listmount`).
-//! - Namespaces: `unshare`, `setns`.
+//! - Namespaces: `unshare`, `setns`, `clone3` (above).
 //! - Kernel modules, kexec and power: `init_module`, `finit_module`, `delete_module`,
 //!   `kexec_load`, `kexec_file_load`, `reboot`.
 //! - System-wide state: `swapon`, `swapoff`, `acct`, `quotactl`, `quotactl_fd`, `syslog`,
@@ -43,7 +50,28 @@
 //!   `epoll_wait_old`, ARM's `usr26`/`usr32`.
 //! - Kernel-internal: `uprobe`, `uretprobe`.
 
-/// The default profile, sorted (byte order) and without duplicates.
+/// The namespace flags refused in `clone`'s flags (linux/sched.h). `CLONE_NEWTIME`
+/// (`0x80`) is not among them: in `clone`'s flags word that bit is part of the exit signal
+/// (`CSIGNAL`, the low byte), and a time namespace can only be asked for through `clone3`
+/// or `unshare`, both out.
+pub(super) const CLONE_NAMESPACE_FLAGS: u32 = CLONE_NEWNS
+    | CLONE_NEWCGROUP
+    | CLONE_NEWUTS
+    | CLONE_NEWIPC
+    | CLONE_NEWUSER
+    | CLONE_NEWPID
+    | CLONE_NEWNET;
+
+const CLONE_NEWNS: u32 = 0x0002_0000;
+const CLONE_NEWCGROUP: u32 = 0x0200_0000;
+const CLONE_NEWUTS: u32 = 0x0400_0000;
+const CLONE_NEWIPC: u32 = 0x0800_0000;
+const CLONE_NEWUSER: u32 = 0x1000_0000;
+const CLONE_NEWPID: u32 = 0x2000_0000;
+const CLONE_NEWNET: u32 = 0x4000_0000;
+
+/// The syscalls the default profile allows without conditions, sorted (byte order) and
+/// without duplicates; `clone` is allowed under a condition instead (above).
 pub(super) const DEFAULT_PROFILE: &[&str] = &[
     "_llseek",
     "_newselect",
@@ -71,8 +99,6 @@ pub(super) const DEFAULT_PROFILE: &[&str] = &[
     "clock_gettime64",
     "clock_nanosleep",
     "clock_nanosleep_time64",
-    "clone",
-    "clone3",
     "close",
     "close_range",
     "connect",

@@ -152,22 +152,139 @@ fn profile_none_allows_only_the_allow_list_and_execve() {
 fn threads_and_processes_are_in_the_default_profile() {
     for arch in ARCHES {
         let names: Vec<_> = default_profile(arch).collect();
-        for name in [
-            "clone",
-            "clone3",
-            "futex",
-            "set_robust_list",
-            "rseq",
-            "exit_group",
-            "wait4",
-        ] {
+        for name in ["futex", "set_robust_list", "rseq", "exit_group", "wait4"] {
             assert!(names.contains(&name), "{name} on {arch:?}");
         }
+    }
+    for arch in [Arch::X86_64, Arch::Arm] {
+        let names: Vec<_> = default_profile(arch).collect();
+        assert!(
+            names.contains(&"fork") && names.contains(&"vfork"),
+            "{arch:?}"
+        );
     }
     assert!(default_profile(Arch::Arm).any(|name| name == "set_tls"));
     assert!(default_profile(Arch::X86_64).any(|name| name == "arch_prctl"));
     assert!(!default_profile(Arch::Aarch64).any(|name| name == "open"));
     assert_eq!(default_profile(Arch::Any).count(), 0);
+}
+
+/// `clone` flags of glibc's `pthread_create` (`CLONE_VM | CLONE_FS | CLONE_FILES |
+/// CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID |
+/// CLONE_CHILD_CLEARTID`).
+const THREAD_FLAGS: u64 = 0x003d_0f00;
+/// `clone` flags of glibc's `fork` (`CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD`).
+const FORK_FLAGS: u64 = 0x0120_0011;
+/// `SIGCHLD` on all three ABIs: a `clone` with only an exit signal is a plain fork.
+const SIGCHLD: u64 = 17;
+
+#[test]
+fn the_namespace_flags_are_the_kernels() {
+    assert_eq!(
+        u64::from(CLONE_NAMESPACE_FLAGS),
+        (libc::CLONE_NEWNS
+            | libc::CLONE_NEWCGROUP
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUSER
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWNET) as u64
+    );
+    // CLONE_NEWTIME shares its bit with clone's exit signal (CSIGNAL, 0xff).
+    assert_eq!(libc::CLONE_NEWTIME as u32 & !0xff, 0);
+    assert!(!default_profile(Arch::X86_64).any(|name| name == "clone" || name == "clone3"));
+}
+
+#[test]
+fn default_profile_clone_refuses_namespaces_with_eperm() {
+    let namespaces = [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWCGROUP,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+    ];
+    for arch in ARCHES {
+        let program = compile(arch, Profile::Default, &[]).unwrap();
+        check_jumps(&program);
+        let clone = |flags: u64| verdict(&program, SeccompData::new(arch, "clone").arg(0, flags));
+        for flags in [
+            0,
+            SIGCHLD,
+            FORK_FLAGS,
+            THREAD_FLAGS,
+            !u64::from(CLONE_NAMESPACE_FLAGS),
+        ] {
+            assert_eq!(clone(flags), SECCOMP_RET_ALLOW, "{flags:#x} on {arch:?}");
+        }
+        // The kernel reads only the low 32 bits, so high bits change nothing.
+        assert_eq!(clone(0xffff_ffff_0000_0011), SECCOMP_RET_ALLOW);
+        for flag in namespaces {
+            let flag = flag as u64;
+            for flags in [
+                flag,
+                flag | SIGCHLD,
+                flag | THREAD_FLAGS,
+                flag | 0xffff_ffff_0000_0000,
+            ] {
+                assert_eq!(
+                    clone(flags),
+                    SECCOMP_RET_ERRNO | EPERM,
+                    "{flags:#x} on {arch:?}"
+                );
+            }
+        }
+        // The other arguments are not looked at.
+        let data = SeccompData::new(arch, "clone")
+            .arg(0, libc::CLONE_NEWUSER as u64)
+            .arg(1, 0)
+            .arg(2, 0);
+        assert_eq!(verdict(&program, data), SECCOMP_RET_ERRNO | EPERM);
+        let data = SeccompData {
+            args: [SIGCHLD, u64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX],
+            ..SeccompData::new(arch, "clone")
+        };
+        assert_eq!(verdict(&program, data), SECCOMP_RET_ALLOW);
+        // clone3's flags are in memory: it is refused as not there, so libc falls back.
+        let clone3 = SeccompData::new(arch, "clone3").arg(1, 88);
+        assert_eq!(verdict(&program, clone3), RET_DENY, "clone3 on {arch:?}");
+    }
+}
+
+#[test]
+fn a_manifest_rule_for_clone_adds_to_the_default_profile() {
+    let newnet = libc::CLONE_NEWNET as u64;
+    let newuser = libc::CLONE_NEWUSER as u64;
+    for arch in ARCHES {
+        // By name: every clone, namespaces included, and clone3 too when listed.
+        let program = compile(arch, Profile::Default, &[allow("clone"), allow("clone3")]).unwrap();
+        for flags in [0, newuser | SIGCHLD, newnet] {
+            let data = SeccompData::new(arch, "clone").arg(0, flags);
+            assert_eq!(verdict(&program, data), SECCOMP_RET_ALLOW, "{flags:#x}");
+        }
+        let clone3 = SeccompData::new(arch, "clone3");
+        assert_eq!(verdict(&program, clone3), SECCOMP_RET_ALLOW);
+        // An argument rule allows what it matches on top of the profile's; the rest of
+        // the namespace clones still get EPERM.
+        let values = [newnet | SIGCHLD];
+        let program = compile(arch, Profile::Default, &[rule("clone", 0, &values, None)]).unwrap();
+        check_jumps(&program);
+        let clone = |flags: u64| verdict(&program, SeccompData::new(arch, "clone").arg(0, flags));
+        assert_eq!(clone(newnet | SIGCHLD), SECCOMP_RET_ALLOW);
+        assert_eq!(clone(SIGCHLD), SECCOMP_RET_ALLOW);
+        assert_eq!(clone(THREAD_FLAGS), SECCOMP_RET_ALLOW);
+        assert_eq!(clone(newnet), SECCOMP_RET_ERRNO | EPERM);
+        assert_eq!(clone(newuser | SIGCHLD), SECCOMP_RET_ERRNO | EPERM);
+        // Under profile none clone is like any other syscall: only what the rules say,
+        // the rest ENOSYS.
+        let program = compile(arch, Profile::None, &[rule("clone", 0, &values, None)]).unwrap();
+        let clone = |flags: u64| verdict(&program, SeccompData::new(arch, "clone").arg(0, flags));
+        assert_eq!(clone(newnet | SIGCHLD), SECCOMP_RET_ALLOW);
+        assert_eq!(clone(SIGCHLD), RET_DENY);
+        assert_eq!(clone(newuser), RET_DENY);
+    }
 }
 
 #[test]
@@ -506,10 +623,12 @@ fn check_jumps(program: &[Instruction]) {
     assert_eq!(program.last().map(|ins| ins.code), Some(BPF_RET_K));
 }
 
-/// Names for 64 rules on syscalls outside the default profile; aarch64 has fewer than 64
-/// of those, so names repeat (and their rules merge).
+/// Names for 64 rules on syscalls outside the default profile (which also allows `clone`
+/// under a condition); aarch64 has fewer than 64 of those, so names repeat (and their
+/// rules merge).
 fn big_policy_names(arch: Arch) -> Vec<&'static str> {
     let profile: Vec<u32> = default_profile(arch)
+        .chain(["clone"])
         .filter_map(|name| syscall_number(arch, name))
         .collect();
     let names: Vec<&'static str> = match arch {
@@ -606,6 +725,11 @@ mod kernel {
     const ARG_ALLOWED_FAILED: i32 = 4;
     const ARG_DENIED_NOT_ENOSYS: i32 = 8;
     const HIGH_HALF_NOT_ENOSYS: i32 = 16;
+    const THREAD_FAILED: i32 = 1;
+    const FORK_FAILED: i32 = 2;
+    const PLAIN_CLONE_FAILED: i32 = 4;
+    const NAMESPACE_CLONE_NOT_EPERM: i32 = 8;
+    const CLONE3_NOT_ENOSYS: i32 = 16;
     const INSTALL_FAILED: i32 = 64;
 
     /// Forks; the child installs `program` and exits with `check()`; returns that code.
@@ -703,6 +827,79 @@ mod kernel {
             }
         }
         code
+    }
+
+    /// Waits for `pid` and tells whether it exited 0.
+    fn reaped_cleanly(pid: libc::pid_t) -> bool {
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) == pid && status == 0 }
+    }
+
+    /// `-errno` of a raw `clone(flags, 0, 0, 0, 0)` (fork semantics: no new stack), or
+    /// the child's pid after reaping it; the child `_exit`s at once.
+    fn raw_clone(flags: u64) -> i64 {
+        // SAFETY: without CLONE_VM the child has its own copy of the memory and only
+        // `_exit`s.
+        match unsafe { syscall1(libc::SYS_clone, flags) } {
+            0 => unsafe { libc::_exit(0) },
+            pid if pid > 0 => {
+                if reaped_cleanly(pid as libc::pid_t) {
+                    pid
+                } else {
+                    -1
+                }
+            }
+            errno => errno,
+        }
+    }
+
+    extern "C" fn thread_body(_: *mut libc::c_void) -> *mut libc::c_void {
+        core::ptr::null_mut()
+    }
+
+    fn threads_and_forks_work_namespaces_do_not() -> i32 {
+        let mut code = 0;
+        // SAFETY: glibc resets its locks in a forked child, so creating and joining a
+        // thread there is sound; the thread does nothing.
+        unsafe {
+            let mut thread: libc::pthread_t = 0;
+            let created = libc::pthread_create(
+                &mut thread,
+                core::ptr::null(),
+                thread_body,
+                core::ptr::null_mut(),
+            ) == 0;
+            if !created || libc::pthread_join(thread, core::ptr::null_mut()) != 0 {
+                code |= THREAD_FAILED;
+            }
+            match libc::fork() {
+                0 => libc::_exit(0),
+                pid if pid < 0 || !reaped_cleanly(pid) => code |= FORK_FAILED,
+                _ => {}
+            }
+            // clone3 with a NULL argument struct: EFAULT if the filter let it through.
+            if syscall1(libc::SYS_clone3, 0) != ENOSYS {
+                code |= CLONE3_NOT_ENOSYS;
+            }
+        }
+        if raw_clone(super::SIGCHLD) <= 0 {
+            code |= PLAIN_CLONE_FAILED;
+        }
+        let newuser = libc::CLONE_NEWUSER as u64 | super::SIGCHLD;
+        if raw_clone(newuser) != -i64::from(libc::EPERM) {
+            code |= NAMESPACE_CLONE_NOT_EPERM;
+        }
+        code
+    }
+
+    #[test]
+    fn the_kernel_runs_the_default_profiles_clone_rules() {
+        let program = compile(Arch::X86_64, Profile::Default, &[]).unwrap();
+        assert_eq!(
+            run_filtered(&program, threads_and_forks_work_namespaces_do_not),
+            0
+        );
     }
 
     #[test]
