@@ -1085,12 +1085,17 @@ impl Client {
             env: heapless::Vec::new(),
         })?;
         if !matches!(reply_of(&reply), Some(Reply::Ok)) {
-            return Err(format!("filling the log of {name}: {}", debug_reply(&reply)));
+            return Err(format!(
+                "filling the log of {name}: {}",
+                debug_reply(&reply)
+            ));
         }
         self.models[which].mounted = true;
         match link.wait_exit(&name, seen)? {
             ExitStatus::Code(0) => Ok(()),
-            other => Err(format!("filling the log of {name}: it ended with {other:?}")),
+            other => Err(format!(
+                "filling the log of {name}: it ended with {other:?}"
+            )),
         }
     }
 
